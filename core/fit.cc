@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <memory>
 #include <limits>
 #include <new>
@@ -57,8 +58,11 @@ class Monitor {
   bool Progress(int layer, Phase phase, double fraction) {
     if (observer_ == nullptr) return true;
     const double now = Now();
-    if (fraction < 1.0 && now - last_call_ < kProgressInterval) return true;
+    const bool same_phase = layer == last_layer_ && phase == last_phase_;
+    if (same_phase && fraction < 1.0 && now - last_call_ < kProgressInterval) return true;
     last_call_ = now;
+    last_layer_ = layer;
+    last_phase_ = phase;
     return observer_->OnProgress(layer, phase, std::clamp(fraction, 0.0, 1.0)) ==
            FitObserver::Action::kContinue;
   }
@@ -70,6 +74,8 @@ class Monitor {
  private:
   FitObserver* observer_;
   double last_call_ = -1e300;
+  int last_layer_ = -1;
+  Phase last_phase_ = Phase::kKernel;
 };
 
 // Adds the wall time of its scope to report->phase_seconds[phase].
@@ -177,11 +183,18 @@ absl::Status FitKernelMachine(const FitConfig& config, const RowMatrix<T>& x, co
 
 template <typename T>
 absl::StatusOr<CollapseMetrics> Metrics(const RowMatrix<T>& h, const Dataset& train,
-                                        LayerReport* report) {
-  PhaseTimer timer(report, Phase::kMetrics);
-  AddFlops(report, Phase::kMetrics,
-           static_cast<double>(h.rows()) * static_cast<double>(h.cols()) * (4.0 + 2.0 * train.num_classes));
-  return ComputeCollapseMetrics<T>(h, train.labels, train.num_classes);
+                                        LayerReport* report, Monitor& monitor) {
+  absl::StatusOr<CollapseMetrics> metrics;
+  {
+    PhaseTimer timer(report, Phase::kMetrics);
+    AddFlops(report, Phase::kMetrics,
+             static_cast<double>(h.rows()) * static_cast<double>(h.cols()) * (4.0 + 2.0 * train.num_classes));
+    metrics = ComputeCollapseMetrics<T>(h, train.labels, train.num_classes);
+  }
+  if (metrics.ok() && !monitor.Progress(report->layer, Phase::kMetrics, 1.0)) {
+    return absl::CancelledError("fit stopped by the observer");
+  }
+  return metrics;
 }
 
 // m distinct row indices in [0, n), sorted, by a partial Fisher-Yates shuffle.
@@ -235,8 +248,12 @@ absl::StatusOr<FitResult> FitImpl(const Dataset& train, const Dataset* test, con
   RowMatrix<T> y = RowMatrix<T>::Constant(n, num_classes, negative);
   for (Eigen::Index i = 0; i < n; ++i) y(i, train.labels[i]) = T(1);
 
+  // 64-byte aligned, so that Eigen's vectorized loops peel the same way in every run: the
+  // alignment of a buffer decides the summation order of its reductions, and with it the last bits.
   const size_t buffer_size = static_cast<size_t>(n) * static_cast<size_t>(n);
-  std::unique_ptr<T[]> buffer_store(new (std::nothrow) T[buffer_size]);
+  const size_t buffer_bytes = (buffer_size * sizeof(T) + 63) / 64 * 64;
+  std::unique_ptr<T[], decltype(&std::free)> buffer_store(
+      static_cast<T*>(std::aligned_alloc(64, buffer_bytes)), &std::free);
   if (!buffer_store) {
     return absl::ResourceExhaustedError(absl::StrFormat(
         "cannot allocate the %d x %d kernel matrix (%.2f GB); use fewer training rows", n, n,
@@ -258,7 +275,7 @@ absl::StatusOr<FitResult> FitImpl(const Dataset& train, const Dataset* test, con
       NormalizeRows<T>(x);
       if (test_ptr) NormalizeRows<T>(test_x);
     }
-    DRFM_ASSIGN_OR_RETURN(report.input, Metrics(x, train, &report));
+    DRFM_ASSIGN_OR_RETURN(report.input, Metrics(x, train, &report, monitor));
 
     // RFM iterations: fit, AGOP, and (before the last) refit with the Mahalanobis kernel
     // k(S x, S z), S = M^(1/2), whose AGOP with respect to x is S AGOP_u S.
@@ -320,6 +337,9 @@ absl::StatusOr<FitResult> FitImpl(const Dataset& train, const Dataset* test, con
       layer_params.projection = power.power.cast<T>();
       projected.noalias() = x * layer_params.projection;
     }
+    if (!monitor.Progress(layer, Phase::kProject, 1.0)) {
+      return absl::CancelledError("fit stopped by the observer");
+    }
     {
       PhaseTimer timer(&report, Phase::kFeatures);
       layer_params.map = DrawFeatureMap<T>(config.feature_map, config.width, x.cols(), config.rff_scale, rng);
@@ -328,8 +348,11 @@ absl::StatusOr<FitResult> FitImpl(const Dataset& train, const Dataset* test, con
       AddFlops(&report, Phase::kFeatures,
                2.0 * (n + test_x.rows()) * static_cast<double>(x.cols()) * layer_params.map.weights.rows());
     }
-    DRFM_ASSIGN_OR_RETURN(report.projected, Metrics(projected, train, &report));
-    DRFM_ASSIGN_OR_RETURN(report.features, Metrics(features, train, &report));
+    if (!monitor.Progress(layer, Phase::kFeatures, 1.0)) {
+      return absl::CancelledError("fit stopped by the observer");
+    }
+    DRFM_ASSIGN_OR_RETURN(report.projected, Metrics(projected, train, &report, monitor));
+    DRFM_ASSIGN_OR_RETURN(report.features, Metrics(features, train, &report, monitor));
     params->layers.push_back(std::move(layer_params));
     x.swap(features);
     if (test_ptr) test_x.swap(test_features);
@@ -354,7 +377,7 @@ absl::StatusOr<FitResult> FitImpl(const Dataset& train, const Dataset* test, con
     NormalizeRows<T>(x);
     if (test_ptr) NormalizeRows<T>(test_x);
   }
-  DRFM_ASSIGN_OR_RETURN(report.input, Metrics(x, train, &report));
+  DRFM_ASSIGN_OR_RETURN(report.input, Metrics(x, train, &report, monitor));
   const Vector<T> x_sq = RowSquaredNorms<T>(x);
   KernelMachine<T> machine;
   DRFM_RETURN_IF_ERROR(FitKernelMachine<T>(config, x, x_sq, y, train.labels, test_ptr, test_labels,

@@ -63,6 +63,7 @@ absl::Status CholeskyInPlace(MatrixRef<T> a, const ProgressTick& tick) {
       }
     }
   }
+  if (tick && !tick(1.0)) return absl::CancelledError("cancelled during the Cholesky factorization");
   return absl::OkStatus();
 }
 
