@@ -39,6 +39,7 @@
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/message.h"
 #include "google/protobuf/timestamp.pb.h"
+#include "server/hash.h"
 
 // Blob files store raw little-endian values, copied to and from memory as they are.
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "drfm's stored files are little-endian");
@@ -132,36 +133,6 @@ google::protobuf::Timestamp FromMicros(int64_t micros) {
 }
 
 // Hashing and randomness.
-
-// Incremental SHA-256 (OpenSSL EVP). OpenSSL fails here only when out of memory, which is fatal.
-class Sha256 {
- public:
-  Sha256() : ctx_(EVP_MD_CTX_new()) {
-    DRFM_CHECK(ctx_ != nullptr && EVP_DigestInit_ex(ctx_.get(), EVP_sha256(), nullptr) == 1);
-  }
-  void Update(const void* data, size_t size) {
-    DRFM_CHECK(EVP_DigestUpdate(ctx_.get(), data, size) == 1);
-  }
-  // Lowercase hex digest; the object is spent afterwards.
-  std::string HexDigest() {
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned int size = 0;
-    DRFM_CHECK(EVP_DigestFinal_ex(ctx_.get(), digest, &size) == 1);
-    return absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(digest), size));
-  }
-
- private:
-  struct Free {
-    void operator()(EVP_MD_CTX* ctx) const { EVP_MD_CTX_free(ctx); }
-  };
-  std::unique_ptr<EVP_MD_CTX, Free> ctx_;
-};
-
-std::string Sha256Hex(std::string_view data) {
-  Sha256 hash;
-  hash.Update(data.data(), data.size());
-  return hash.HexDigest();
-}
 
 bool IsSha256Hex(std::string_view s) {
   return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
