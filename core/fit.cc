@@ -354,8 +354,15 @@ absl::StatusOr<FitResult> FitImpl(const Dataset& train, const Dataset* test, con
     DRFM_ASSIGN_OR_RETURN(report.projected, Metrics(projected, train, &report, monitor));
     DRFM_ASSIGN_OR_RETURN(report.features, Metrics(features, train, &report, monitor));
     params->layers.push_back(std::move(layer_params));
+    // The previous rows are not needed any more: free them now rather than at the next layer.
     x.swap(features);
-    if (test_ptr) test_x.swap(test_features);
+    features.resize(0, 0);
+    projected.resize(0, 0);
+    if (test_ptr) {
+      test_x.swap(test_features);
+      test_features.resize(0, 0);
+      test_projected.resize(0, 0);
+    }
 
     for (int p = 0; p < kNumPhases; ++p) result.flops += report.phase_flops[p];
     result.reports.push_back(report);
@@ -363,9 +370,6 @@ absl::StatusOr<FitResult> FitImpl(const Dataset& train, const Dataset* test, con
       return absl::CancelledError(absl::StrFormat("fit stopped by the observer after layer %d", layer));
     }
   }
-  // Free what the readout does not need before it runs.
-  projected.resize(0, 0);
-  test_projected.resize(0, 0);
 
   // Readout: a plain kernel machine on the row-normalized last features.
   LayerReport report;

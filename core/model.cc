@@ -93,8 +93,15 @@ absl::StatusOr<RowMatrix<T>> ReadMatrix(const Json& table, const std::string& na
     return absl::InvalidArgumentError(absl::StrCat("model file: tensor ", name, " has the wrong shape"));
   }
   const uint64_t offset = t["offset"].get<uint64_t>();
+  // Bound one dimension by the other before multiplying: a crafted shape whose product wraps
+  // around 2^64 would otherwise pass and make the matrix allocation throw.
+  const uint64_t capacity = data.size() / sizeof(T);
+  if (shape[0] != 0 &&
+      static_cast<uint64_t>(shape[1]) > capacity / static_cast<uint64_t>(shape[0])) {
+    return absl::DataLossError(absl::StrCat("model file: tensor ", name, " lies outside the data"));
+  }
   const uint64_t count = static_cast<uint64_t>(shape[0]) * static_cast<uint64_t>(shape[1]);
-  if (count > data.size() / sizeof(T) || offset > data.size() - count * sizeof(T)) {
+  if (count > capacity || offset > data.size() - count * sizeof(T)) {
     return absl::DataLossError(absl::StrCat("model file: tensor ", name, " lies outside the data"));
   }
   RowMatrix<T> m(shape[0], shape[1]);
@@ -134,6 +141,10 @@ absl::StatusOr<std::shared_ptr<const ModelParams<T>>> ParamsFromJson(const Json&
     DRFM_ASSIGN_OR_RETURN(layer.projection, ReadMatrix<T>(table, prefix + "projection", data, d, d));
     DRFM_ASSIGN_OR_RETURN(layer.map.weights, ReadMatrix<T>(table, prefix + "weights", data, -1, d));
     const int64_t width = layer.map.weights.rows();
+    // A fit never makes an empty layer, and one would leave the later shapes unbounded by the data.
+    if (width < 1) {
+      return absl::InvalidArgumentError(absl::StrCat("model file: layer ", i, " has no features"));
+    }
     if (layer.map.type == FeatureMapType::kCosine) {
       DRFM_ASSIGN_OR_RETURN(RowMatrix<T> bias, ReadMatrix<T>(table, prefix + "bias", data, width, 1));
       layer.map.bias = Eigen::Map<Vector<T>>(bias.data(), bias.size());
