@@ -242,31 +242,48 @@ Json ConfigJson(const FitConfig& c) {
               {"top_eigenvalues", c.top_eigenvalues}};
 }
 
-FitConfig ConfigFromJsonValue(const Json& j) {
+// Reads an enum-valued field: its value must be one of `names` (index = enum value); absent = the
+// default.
+template <typename E>
+absl::Status ReadEnum(const Json& j, const char* key, std::initializer_list<const char*> names, E* out) {
+  auto it = j.find(key);
+  if (it == j.end()) return absl::OkStatus();
+  if (!it->is_string()) return absl::InvalidArgumentError(absl::StrCat("config.", key, " must be a string"));
+  const std::string value = it->get<std::string>();
+  int index = 0;
+  for (const char* name : names) {
+    if (value == name) {
+      *out = static_cast<E>(index);
+      return absl::OkStatus();
+    }
+    ++index;
+  }
+  std::string allowed;
+  for (const char* name : names) absl::StrAppend(&allowed, allowed.empty() ? "" : ", ", name);
+  return absl::InvalidArgumentError(absl::StrCat("config.", key, " = \"", value, "\" is not one of: ", allowed));
+}
+
+absl::StatusOr<FitConfig> ConfigFromJsonValue(const Json& j) {
+  if (!j.is_object()) return absl::InvalidArgumentError("config is not a JSON object");
   FitConfig c;
   c.layers = j.value("layers", c.layers);
-  c.kernel = j.value("kernel", std::string("laplace")) == "gaussian" ? KernelType::kGaussian : KernelType::kLaplace;
   c.bandwidth = j.value("bandwidth", c.bandwidth);
   c.ridge = j.value("ridge", c.ridge);
   c.rfm_iterations = j.value("rfm_iterations", c.rfm_iterations);
-  c.feature_map = j.value("feature_map", std::string("relu")) == "cosine" ? FeatureMapType::kCosine
-                                                                          : FeatureMapType::kRelu;
   c.width = j.value("width", c.width);
   c.rff_scale = j.value("rff_scale", c.rff_scale);
   c.agop_power = j.value("agop_power", c.agop_power);
   c.agop_samples = j.value("agop_samples", c.agop_samples);
-  c.agop_normalize = j.value("agop_normalize", std::string("max")) == "none" ? AgopNormalize::kNone
-                                                                             : AgopNormalize::kMax;
-  const std::string method = j.value("agop_method", std::string("auto"));
-  c.agop_method = method == "direct" ? AgopMethod::kDirect : method == "gram" ? AgopMethod::kGram : AgopMethod::kAuto;
-  c.precision = j.value("precision", std::string("float32")) == "float64" ? Precision::kFloat64
-                                                                          : Precision::kFloat32;
   c.standardize = j.value("standardize", c.standardize);
-  c.label_encoding = j.value("label_encoding", std::string("plus_minus_one")) == "one_hot"
-                         ? LabelEncoding::kOneHot
-                         : LabelEncoding::kPlusMinusOne;
   c.seed = j.value("seed", c.seed);
   c.top_eigenvalues = j.value("top_eigenvalues", c.top_eigenvalues);
+  // The enums' declaration order in config.h.
+  DRFM_RETURN_IF_ERROR(ReadEnum(j, "kernel", {"laplace", "gaussian"}, &c.kernel));
+  DRFM_RETURN_IF_ERROR(ReadEnum(j, "feature_map", {"relu", "cosine"}, &c.feature_map));
+  DRFM_RETURN_IF_ERROR(ReadEnum(j, "agop_normalize", {"max", "none"}, &c.agop_normalize));
+  DRFM_RETURN_IF_ERROR(ReadEnum(j, "agop_method", {"auto", "direct", "gram"}, &c.agop_method));
+  DRFM_RETURN_IF_ERROR(ReadEnum(j, "precision", {"float32", "float64"}, &c.precision));
+  DRFM_RETURN_IF_ERROR(ReadEnum(j, "label_encoding", {"plus_minus_one", "one_hot"}, &c.label_encoding));
   return c;
 }
 
@@ -438,7 +455,7 @@ absl::StatusOr<DeepRfmModel> DeepRfmModel::Deserialize(std::string_view bytes) {
     return absl::InvalidArgumentError("model file header is not valid JSON");
   }
   try {
-    FitConfig config = ConfigFromJsonValue(header.at("config"));
+    DRFM_ASSIGN_OR_RETURN(FitConfig config, ConfigFromJsonValue(header.at("config")));
     if (header.at("precision").get<std::string>() == "float64") {
       DRFM_ASSIGN_OR_RETURN(auto p, ParamsFromJson<double>(header, data));
       return DeepRfmModel(std::move(config), std::move(p));
@@ -456,7 +473,7 @@ absl::StatusOr<FitConfig> FitConfigFromJson(std::string_view json) {
   Json j = Json::parse(json, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return absl::InvalidArgumentError("config is not a JSON object");
   try {
-    FitConfig c = ConfigFromJsonValue(j);
+    DRFM_ASSIGN_OR_RETURN(FitConfig c, ConfigFromJsonValue(j));
     DRFM_RETURN_IF_ERROR(c.Validate());
     return c;
   } catch (const Json::exception& e) {

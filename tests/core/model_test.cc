@@ -710,5 +710,12 @@ TEST(FitConfigJsonTest, MalformedOrInvalidConfigIsInvalidArgument) {
   }
 }
 
+TEST(FitConfigJsonTest, RejectsAnUnknownEnumNameInsteadOfDefaulting) {
+  absl::StatusOr<FitConfig> config = FitConfigFromJson(R"({"kernel": "gausian"})");
+  ASSERT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(config.status().message().find("laplace, gaussian"), std::string::npos) << config.status();
+  EXPECT_FALSE(FitConfigFromJson(R"({"precision": 64})").ok());
+}
+
 }  // namespace
 }  // namespace drfm::core
