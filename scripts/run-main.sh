@@ -1,9 +1,46 @@
 #!/usr/bin/env bash
-# The main job: installs the dependencies (Debian packages), builds, and runs a Deep RFM fit on
-# Fashion-MNIST (first 2000 train / 1000 test images, 3 layers) that prints the per-layer
-# neural-collapse table.
+# The main job: installs the dependencies (Debian packages) and builds; then starts drfm-server
+# with its embedded defaults on a free loopback port, submits a Deep RFM fit on Fashion-MNIST
+# (first 2000 train / 1000 test images, 3 layers) through the drfm CLI, streams the per-layer
+# collapse metrics live, writes the collapse plot, predicts the 10000 test images with the stored
+# model, and shuts the server down cleanly (SIGTERM, exit 0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 bash scripts/build.sh -DDRFM_BUILD_TESTS=OFF -DDRFM_BUILD_BENCH=OFF
-exec build/bin/drfm-local-fit --train-limit 2000 --test-limit 1000 --layers 3 "$@"
+
+out=${DRFM_MAIN_OUT:-main-output}
+mkdir -p "$out"
+data_dir=$(mktemp -d)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+metrics_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+build/bin/drfm-server --listen "127.0.0.1:$port" --metrics-listen "127.0.0.1:$metrics_port" \
+  --data-dir "$data_dir" > "$out/server.log" 2>&1 &
+server_pid=$!
+stop_server() {
+  if kill -0 "$server_pid" 2>/dev/null; then
+    kill -TERM "$server_pid"
+    wait "$server_pid"
+    echo "drfm-server stopped (exit $?)"
+  fi
+  rm -rf "$data_dir"
+}
+trap stop_server EXIT
+
+drfm() { build/bin/drfm --server "127.0.0.1:$port" "$@"; }
+drfm health --wait --timeout 30
+echo "== fit: Fashion-MNIST, 2000 train / 1000 test images, 3 layers =="
+drfm fit --train fashion-mnist:train --train-limit 2000 --test fashion-mnist:test --test-limit 1000 \
+  --layers 3 --model fashion-mnist-rfm --plot "$out/collapse.svg"
+echo "== predict the 10000 Fashion-MNIST test images with the stored model =="
+drfm predict fashion-mnist-rfm /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz \
+  --out "$out/predictions.csv"
+python3 - "$out/predictions.csv" <<'PY'
+import gzip, sys
+labels = gzip.open('/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz').read()[8:]
+rows = open(sys.argv[1]).read().split()[1:]
+correct = sum(int(r) == labels[i] for i, r in enumerate(rows))
+print(f"{len(rows)} predictions written to {sys.argv[1]}; accuracy on the 10000 test images: {correct / len(rows):.4f}")
+PY
+drfm models list
+echo "collapse plot: $out/collapse.svg; server log: $out/server.log"

@@ -1,0 +1,394 @@
+#include "server/convert.h"
+
+#include <cmath>
+#include <random>
+#include <string>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/status.h"
+#include "server/store.h"
+
+namespace drfm::server {
+namespace {
+
+// Debian's abseil has its own absl::string_view, which std::string_view does not convert to.
+absl::string_view AsAbsl(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+
+// InvalidArgument for an enum field holding a value its declaration does not have (proto3 enums
+// are open, so a client can send any number).
+absl::Status BadEnum(const char* field, int value, const char* allowed) {
+  return absl::InvalidArgumentError(absl::StrCat("config.", field, " = ", value,
+                                                 " is not a known value; use ", allowed));
+}
+
+}  // namespace
+
+absl::Status ServiceLimits::Validate() const {
+  auto check = [](const char* name, int64_t value, int64_t max) -> absl::Status {
+    if (value < 1 || value > max) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("service limit ", name, " = ", value, " must be in [1, ", max, "]"));
+    }
+    return absl::OkStatus();
+  };
+  DRFM_RETURN_IF_ERROR(check("max_layers", max_layers, core::kMaxLayers));
+  DRFM_RETURN_IF_ERROR(check("max_width", max_width, core::kMaxWidth));
+  DRFM_RETURN_IF_ERROR(check("max_rfm_iterations", max_rfm_iterations, core::kMaxRfmIterations));
+  DRFM_RETURN_IF_ERROR(check("max_train_rows", max_train_rows, int64_t{1} << 40));
+  DRFM_RETURN_IF_ERROR(check("max_test_rows", max_test_rows, int64_t{1} << 40));
+  return absl::OkStatus();
+}
+
+uint64_t DrawSeed() {
+  std::random_device device;
+  return (static_cast<uint64_t>(device()) << 32) ^ static_cast<uint64_t>(device());
+}
+
+absl::StatusOr<core::FitConfig> FitConfigFromProto(const v1::FitConfig& proto,
+                                                   uint64_t seed_if_unset) {
+  core::FitConfig config;
+  if (proto.has_layers()) config.layers = proto.layers();
+  switch (proto.kernel()) {
+    case v1::FitConfig::KERNEL_UNSPECIFIED:
+      break;
+    case v1::FitConfig::LAPLACE:
+      config.kernel = core::KernelType::kLaplace;
+      break;
+    case v1::FitConfig::GAUSSIAN:
+      config.kernel = core::KernelType::kGaussian;
+      break;
+    default:
+      return BadEnum("kernel", proto.kernel(), "LAPLACE or GAUSSIAN (unset = LAPLACE)");
+  }
+  if (proto.has_bandwidth()) config.bandwidth = proto.bandwidth();
+  if (proto.has_ridge()) config.ridge = proto.ridge();
+  if (proto.has_rfm_iterations()) config.rfm_iterations = proto.rfm_iterations();
+  switch (proto.feature_map()) {
+    case v1::FitConfig::FEATURE_MAP_UNSPECIFIED:
+      break;
+    case v1::FitConfig::RELU:
+      config.feature_map = core::FeatureMapType::kRelu;
+      break;
+    case v1::FitConfig::COSINE:
+      config.feature_map = core::FeatureMapType::kCosine;
+      break;
+    default:
+      return BadEnum("feature_map", proto.feature_map(), "RELU or COSINE (unset = RELU)");
+  }
+  if (proto.has_width()) config.width = proto.width();
+  if (proto.has_rff_scale()) config.rff_scale = proto.rff_scale();
+  if (proto.has_agop_power()) config.agop_power = proto.agop_power();
+  config.agop_samples = proto.agop_samples();
+  switch (proto.agop_normalize()) {
+    case v1::FitConfig::AGOP_NORMALIZE_UNSPECIFIED:
+      break;
+    case v1::FitConfig::MAX:
+      config.agop_normalize = core::AgopNormalize::kMax;
+      break;
+    case v1::FitConfig::NONE:
+      config.agop_normalize = core::AgopNormalize::kNone;
+      break;
+    default:
+      return BadEnum("agop_normalize", proto.agop_normalize(), "MAX or NONE (unset = MAX)");
+  }
+  switch (proto.precision()) {
+    case v1::FitConfig::PRECISION_UNSPECIFIED:
+      break;
+    case v1::FitConfig::FLOAT32:
+      config.precision = core::Precision::kFloat32;
+      break;
+    case v1::FitConfig::FLOAT64:
+      config.precision = core::Precision::kFloat64;
+      break;
+    default:
+      return BadEnum("precision", proto.precision(), "FLOAT32 or FLOAT64 (unset = FLOAT32)");
+  }
+  if (proto.has_standardize()) config.standardize = proto.standardize();
+  switch (proto.label_encoding()) {
+    case v1::FitConfig::LABEL_ENCODING_UNSPECIFIED:
+      break;
+    case v1::FitConfig::PLUS_MINUS_ONE:
+      config.label_encoding = core::LabelEncoding::kPlusMinusOne;
+      break;
+    case v1::FitConfig::ONE_HOT:
+      config.label_encoding = core::LabelEncoding::kOneHot;
+      break;
+    default:
+      return BadEnum("label_encoding", proto.label_encoding(),
+                     "PLUS_MINUS_ONE or ONE_HOT (unset = PLUS_MINUS_ONE)");
+  }
+  config.seed = proto.has_seed() ? proto.seed() : seed_if_unset;
+  switch (proto.agop_method()) {
+    case v1::FitConfig::AGOP_METHOD_UNSPECIFIED:
+      break;
+    case v1::FitConfig::AUTO:
+      config.agop_method = core::AgopMethod::kAuto;
+      break;
+    case v1::FitConfig::DIRECT:
+      config.agop_method = core::AgopMethod::kDirect;
+      break;
+    case v1::FitConfig::GRAM:
+      config.agop_method = core::AgopMethod::kGram;
+      break;
+    default:
+      return BadEnum("agop_method", proto.agop_method(), "AUTO, DIRECT or GRAM (unset = AUTO)");
+  }
+  if (proto.has_top_eigenvalues()) config.top_eigenvalues = proto.top_eigenvalues();
+  DRFM_RETURN_IF_ERROR(config.Validate());
+  return config;
+}
+
+v1::FitConfig FitConfigToProto(const core::FitConfig& config) {
+  v1::FitConfig proto;
+  proto.set_layers(config.layers);
+  proto.set_kernel(config.kernel == core::KernelType::kLaplace ? v1::FitConfig::LAPLACE
+                                                               : v1::FitConfig::GAUSSIAN);
+  proto.set_bandwidth(config.bandwidth);
+  proto.set_ridge(config.ridge);
+  proto.set_rfm_iterations(config.rfm_iterations);
+  proto.set_feature_map(config.feature_map == core::FeatureMapType::kRelu ? v1::FitConfig::RELU
+                                                                          : v1::FitConfig::COSINE);
+  proto.set_width(config.width);
+  proto.set_rff_scale(config.rff_scale);
+  proto.set_agop_power(config.agop_power);
+  proto.set_agop_samples(config.agop_samples);
+  proto.set_agop_normalize(config.agop_normalize == core::AgopNormalize::kMax
+                               ? v1::FitConfig::MAX
+                               : v1::FitConfig::NONE);
+  proto.set_precision(config.precision == core::Precision::kFloat32 ? v1::FitConfig::FLOAT32
+                                                                    : v1::FitConfig::FLOAT64);
+  proto.set_standardize(config.standardize);
+  proto.set_label_encoding(config.label_encoding == core::LabelEncoding::kPlusMinusOne
+                               ? v1::FitConfig::PLUS_MINUS_ONE
+                               : v1::FitConfig::ONE_HOT);
+  proto.set_seed(config.seed);
+  switch (config.agop_method) {
+    case core::AgopMethod::kAuto:
+      proto.set_agop_method(v1::FitConfig::AUTO);
+      break;
+    case core::AgopMethod::kDirect:
+      proto.set_agop_method(v1::FitConfig::DIRECT);
+      break;
+    case core::AgopMethod::kGram:
+      proto.set_agop_method(v1::FitConfig::GRAM);
+      break;
+  }
+  proto.set_top_eigenvalues(config.top_eigenvalues);
+  return proto;
+}
+
+absl::Status CheckServiceLimits(const core::FitConfig& config, const ServiceLimits& limits) {
+  if (config.layers > limits.max_layers) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config.layers = ", config.layers, " exceeds this server's limit of ",
+                     limits.max_layers, " layers; use at most ", limits.max_layers));
+  }
+  if (config.width > limits.max_width) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config.width = ", config.width, " exceeds this server's limit of ",
+                     limits.max_width, "; use a width of at most ", limits.max_width));
+  }
+  if (config.rfm_iterations > limits.max_rfm_iterations) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config.rfm_iterations = ", config.rfm_iterations, " exceeds this server's limit of ",
+        limits.max_rfm_iterations, "; use at most ", limits.max_rfm_iterations));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateSlice(const v1::DatasetSlice& slice, std::string_view field) {
+  const absl::string_view name = AsAbsl(field);
+  if (slice.dataset().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        name, ".dataset is required: name a dataset id or name, e.g. \"fashion-mnist:train\""));
+  }
+  if (slice.limit() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        name, ".limit = ", slice.limit(), " is not allowed: use 0 (every row) or a row count"));
+  }
+  if (slice.offset() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        name, ".offset = ", slice.offset(), " is not allowed: use 0 or a positive row offset"));
+  }
+  return absl::OkStatus();
+}
+
+bool HasTestSlice(const v1::SubmitFitRequest& request) {
+  return request.has_test() && !request.test().dataset().empty();
+}
+
+absl::Status ValidateSubmitFitRequest(const v1::SubmitFitRequest& request) {
+  if (!request.has_train()) {
+    return absl::InvalidArgumentError(
+        "train is required: name the training rows, e.g. train { dataset: \"fashion-mnist:train\" "
+        "limit: 2000 }");
+  }
+  DRFM_RETURN_IF_ERROR(ValidateSlice(request.train(), "train"));
+  // A test slice with rows but no dataset is a mistake rather than "no test set".
+  if (request.has_test() && (HasTestSlice(request) || request.test().limit() != 0 ||
+                             request.test().offset() != 0)) {
+    DRFM_RETURN_IF_ERROR(ValidateSlice(request.test(), "test"));
+  }
+  if (!request.model_name().empty()) {
+    DRFM_RETURN_IF_ERROR(ValidateName("model_name", request.model_name()));
+  }
+  if (request.request_id().size() > kMaxRequestIdLength) {
+    return absl::InvalidArgumentError(absl::StrCat("request_id must be at most ",
+                                                   kMaxRequestIdLength, " bytes, got ",
+                                                   request.request_id().size()));
+  }
+  if (request.priority() < kMinPriority || request.priority() > kMaxPriority) {
+    return absl::InvalidArgumentError(absl::StrCat("priority = ", request.priority(),
+                                                   " is not allowed: use ", kMinPriority, " to ",
+                                                   kMaxPriority, " (higher runs first)"));
+  }
+  if (request.labels_size() > kMaxJobLabels) {
+    return absl::InvalidArgumentError(absl::StrCat("labels has ", request.labels_size(),
+                                                   " entries; at most ", kMaxJobLabels,
+                                                   " are allowed"));
+  }
+  for (const auto& [key, value] : request.labels()) {
+    if (key.empty() || key.size() > kMaxLabelKeyLength) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("labels key \"", absl::CHexEscape(key.substr(0, kMaxLabelKeyLength + 1)),
+                       "\" must be 1 to ", kMaxLabelKeyLength, " characters long"));
+    }
+    if (value.size() > kMaxLabelValueLength) {
+      return absl::InvalidArgumentError(absl::StrCat("labels value of key \"",
+                                                     absl::CHexEscape(key), "\" must be at most ",
+                                                     kMaxLabelValueLength, " characters long"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+v1::Progress::Phase PhaseToProto(core::Phase phase) {
+  switch (phase) {
+    case core::Phase::kKernel:
+      return v1::Progress::KERNEL;
+    case core::Phase::kSolve:
+      return v1::Progress::SOLVE;
+    case core::Phase::kAgop:
+      return v1::Progress::AGOP;
+    case core::Phase::kProject:
+      return v1::Progress::PROJECT;
+    case core::Phase::kFeatures:
+      return v1::Progress::FEATURES;
+    case core::Phase::kMetrics:
+      return v1::Progress::METRICS;
+  }
+  return v1::Progress::PHASE_UNSPECIFIED;
+}
+
+v1::CollapseMetrics CollapseMetricsToProto(const core::CollapseMetrics& metrics) {
+  v1::CollapseMetrics proto;
+  proto.set_nc1(metrics.nc1);
+  proto.set_nc1_pinv(metrics.nc1_pinv);
+  proto.set_nc2(metrics.nc2);
+  proto.set_nc2_equinorm(metrics.nc2_equinorm);
+  proto.set_ncc_accuracy(metrics.ncc_accuracy);
+  return proto;
+}
+
+v1::PhaseValues PhaseValuesToProto(const std::array<double, core::kNumPhases>& values) {
+  auto at = [&values](core::Phase phase) { return values[static_cast<int>(phase)]; };
+  v1::PhaseValues proto;
+  proto.set_kernel(at(core::Phase::kKernel));
+  proto.set_solve(at(core::Phase::kSolve));
+  proto.set_agop(at(core::Phase::kAgop));
+  proto.set_project(at(core::Phase::kProject));
+  proto.set_features(at(core::Phase::kFeatures));
+  proto.set_metrics(at(core::Phase::kMetrics));
+  return proto;
+}
+
+int64_t LayerOutputDim(const core::FitConfig& config, int64_t input_cols, int layer) {
+  // Only a COSINE map of width 0 keeps the width of its input, which is then input_cols.
+  const int64_t feature_width = config.width > 0 ? config.width : input_cols;
+  if (layer > config.layers) return config.layers == 0 ? input_cols : feature_width;
+  return feature_width;
+}
+
+std::vector<int64_t> LayerDims(const core::FitConfig& config, int64_t input_cols) {
+  std::vector<int64_t> dims;
+  for (int layer = 1; layer <= config.layers; ++layer) {
+    dims.push_back(LayerOutputDim(config, input_cols, layer));
+  }
+  return dims;
+}
+
+v1::LayerReport LayerReportToProto(const core::LayerReport& report, int64_t output_dim) {
+  v1::LayerReport proto;
+  proto.set_layer(report.layer);
+  proto.set_readout(report.readout);
+  proto.set_train_accuracy(report.train_accuracy);
+  if (report.has_test) proto.set_test_accuracy(report.test_accuracy);
+  *proto.mutable_input() = CollapseMetricsToProto(report.input);
+  if (!report.readout) {
+    *proto.mutable_projected() = CollapseMetricsToProto(report.projected);
+    *proto.mutable_features() = CollapseMetricsToProto(report.features);
+  }
+  proto.set_agop_trace(report.agop_trace);
+  proto.set_agop_effective_rank(report.agop_effective_rank);
+  for (double value : report.agop_top_eigenvalues) proto.add_agop_top_eigenvalues(value);
+  *proto.mutable_phase_seconds() = PhaseValuesToProto(report.phase_seconds);
+  *proto.mutable_phase_flops() = PhaseValuesToProto(report.phase_flops);
+  proto.set_jitter_retries(report.jitter_retries);
+  proto.set_ridge_used(report.ridge_used);
+  proto.set_agop_gram_form(report.agop_gram_form);
+  proto.set_output_dim(output_dim);
+  return proto;
+}
+
+int64_t DatasetBytes(int64_t rows, int64_t cols) { return 4 * rows * (cols + 1); }
+
+v1::FitEstimate FitEstimateToProto(const core::FitEstimate& estimate, const core::FitShape& shape,
+                                   int64_t memory_budget_bytes) {
+  v1::FitEstimate proto;
+  const double memory = estimate.peak_bytes + static_cast<double>(DatasetBytes(
+                                                  shape.train_rows + shape.test_rows, shape.cols));
+  proto.set_memory_bytes(static_cast<int64_t>(std::ceil(memory)));
+  proto.set_flops(estimate.flops);
+  *proto.mutable_phase_flops() = PhaseValuesToProto(estimate.phase_flops);
+  proto.set_kernel_bytes(static_cast<int64_t>(std::ceil(estimate.kernel_matrix_bytes)));
+  proto.set_train_rows(shape.train_rows);
+  proto.set_test_rows(shape.test_rows);
+  proto.set_cols(shape.cols);
+  proto.set_num_classes(shape.num_classes);
+  proto.set_memory_budget_bytes(memory_budget_bytes);
+  proto.set_within_budget(memory_budget_bytes <= 0 || proto.memory_bytes() <= memory_budget_bytes);
+  return proto;
+}
+
+std::string FormatGigabytes(double bytes) {
+  const double gb = bytes / 1e9;
+  // Small amounts keep two significant digits rather than showing as "0.0 GB".
+  return gb >= 0.1 || gb == 0 ? absl::StrFormat("%.1f GB", gb) : absl::StrFormat("%.2g GB", gb);
+}
+
+google::protobuf::Timestamp ToProtoTime(absl::Time time) {
+  const int64_t nanos = absl::ToUnixNanos(time);
+  google::protobuf::Timestamp timestamp;
+  // Floor division, so times before 1970 keep nanos in [0, 1e9).
+  int64_t seconds = nanos / 1000000000;
+  int64_t rest = nanos % 1000000000;
+  if (rest < 0) {
+    rest += 1000000000;
+    --seconds;
+  }
+  timestamp.set_seconds(seconds);
+  timestamp.set_nanos(static_cast<int32_t>(rest));
+  return timestamp;
+}
+
+absl::Time FromProtoTime(const google::protobuf::Timestamp& timestamp) {
+  return absl::FromUnixSeconds(timestamp.seconds()) + absl::Nanoseconds(timestamp.nanos());
+}
+
+bool IsTerminal(v1::Job::State state) {
+  return state == v1::Job::SUCCEEDED || state == v1::Job::FAILED || state == v1::Job::CANCELLED;
+}
+
+}  // namespace drfm::server
