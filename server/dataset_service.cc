@@ -164,8 +164,8 @@ grpc::Status DatasetServiceImpl::DeleteDataset(grpc::ServerContext*, const v1::D
                                                v1::DeleteDatasetResponse*) {
   if (request->dataset().empty()) return ToGrpcStatus(absl::InvalidArgumentError("dataset is required"));
   if (DatasetResolver::IsBuiltinName(request->dataset())) {
-    return ToGrpcStatus(absl::FailedPreconditionError(
-        absl::StrCat("built-in dataset ", request->dataset(), " cannot be deleted")));
+    return ToGrpcStatus(absl::InvalidArgumentError(
+        absl::StrCat("built-in dataset ", request->dataset(), " cannot be deleted; only uploaded datasets can")));
   }
   return ToGrpcStatus(store_->DeleteDataset(request->dataset()));
 }

@@ -280,7 +280,7 @@ TEST_F(ServerTest, EveryBadInputGetsItsStatusCodeAndTheServerStaysUp) {
          v1::Job j;
          return jobs_->GetJob(&c, r, &j);
        }},
-      {"delete builtin dataset", grpc::StatusCode::FAILED_PRECONDITION,
+      {"delete builtin dataset", grpc::StatusCode::INVALID_ARGUMENT,
        [this]() {
          grpc::ClientContext c;
          v1::DeleteDatasetRequest r;
