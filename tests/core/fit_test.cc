@@ -271,7 +271,9 @@ TEST(FitTest, RunsEveryVariantOfTheConfig) {
       EXPECT_TRUE(std::isfinite(r.input.nc1)) << i;
       EXPECT_GT(r.train_accuracy, 0.5) << i;
     }
-    if (i == 1) EXPECT_EQ(result->model.params<float>()->layers[0].map.weights.rows(), 12);
+    if (i == 1) {
+      EXPECT_EQ(result->model.params<float>()->layers[0].map.weights.rows(), 12);
+    }
   }
 }
 
