@@ -51,8 +51,11 @@ void KernelBlock(KernelType kernel, double bandwidth, KernelOutput what, const C
     auto r = out.row(i).array();
     const T ai = a_sq(i);
     r = (ai + b_sq.transpose().array() - T(2) * r).max(T(0));
-    for (Eigen::Index j = 0; j < cols; ++j) {
-      if (r(j) < near * (ai + b_sq(j))) r(j) = (a.row(i) - b.row(j)).squaredNorm();
+    // Near pairs are rare: test the whole row vectorized and walk it only when one is there.
+    if ((r < near * (ai + b_sq.transpose().array())).any()) {
+      for (Eigen::Index j = 0; j < cols; ++j) {
+        if (r(j) < near * (ai + b_sq(j))) r(j) = (a.row(i) - b.row(j)).squaredNorm();
+      }
     }
     if (laplace) {
       if (weight) {
