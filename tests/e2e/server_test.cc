@@ -21,6 +21,7 @@
 #include "drfm/v1/datasets.grpc.pb.h"
 #include "drfm/v1/jobs.grpc.pb.h"
 #include "drfm/v1/models.grpc.pb.h"
+#include "client/client.h"
 #include "server/hash.h"
 
 namespace drfm::server {
@@ -416,6 +417,48 @@ TEST_F(ServerTest, RestartKeepsJobsEventsAndModels) {
   grpc::ClientContext pc;
   v1::PredictResponse response;
   EXPECT_TRUE(models_->Predict(&pc, predict, &response).ok());
+}
+
+TEST_F(ServerTest, HealthTurnsNotServingWhileDrainingAndSubmissionsAreRefused) {
+  client::Client health(channel_, client::ConnectionOptions{});
+  ASSERT_EQ(*health.CheckHealth("drfm.v1.JobService", false), client::ServingStatus::kServing);
+  // A fit long enough to be running while the server drains.
+  v1::SubmitFitRequest request = SmallFit("fashion-mnist:train");
+  request.mutable_train()->set_limit(2500);
+  request.mutable_test()->set_dataset("fashion-mnist:test");
+  request.mutable_config()->set_layers(3);
+  grpc::ClientContext context;
+  v1::Job job;
+  ASSERT_TRUE(jobs_->SubmitFit(&context, request, &job).ok());
+  for (auto deadline = absl::Now() + absl::Seconds(60); absl::Now() < deadline;) {
+    grpc::ClientContext c;
+    v1::GetJobRequest get;
+    get.set_job_id(job.id());
+    v1::Job now;
+    ASSERT_TRUE(jobs_->GetJob(&c, get, &now).ok());
+    if (now.state() == v1::Job::RUNNING) break;
+    absl::SleepFor(absl::Milliseconds(20));  // polling with a deadline, not a fixed wait
+  }
+  std::thread drain([this]() { server_->Shutdown(absl::Seconds(60)); });
+  bool saw_not_serving = false, saw_refusal = false;
+  for (auto deadline = absl::Now() + absl::Seconds(30); absl::Now() < deadline && !(saw_not_serving && saw_refusal);) {
+    absl::StatusOr<client::ServingStatus> status = health.CheckHealth("", false);
+    saw_not_serving |= status.ok() && *status == client::ServingStatus::kNotServing;
+    grpc::ClientContext c;
+    v1::Job refused;
+    grpc::Status s = jobs_->SubmitFit(&c, SmallFit("synthetic:rows=100,cols=4,classes=2"), &refused);
+    saw_refusal |= s.error_code() == grpc::StatusCode::UNAVAILABLE;
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  drain.join();
+  EXPECT_TRUE(saw_not_serving) << "health never reported NOT_SERVING while draining";
+  EXPECT_TRUE(saw_refusal) << "submissions were not refused with UNAVAILABLE while draining";
+  server_.reset();
+  // The drained fit finished, or was re-queued and runs after a restart: it is not lost.
+  StartServer();
+  const std::vector<v1::JobEvent> events = Watch(job.id());
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back().state_change().state(), v1::Job::SUCCEEDED);
 }
 
 }  // namespace
