@@ -461,5 +461,36 @@ TEST_F(ServerTest, HealthTurnsNotServingWhileDrainingAndSubmissionsAreRefused) {
   EXPECT_EQ(events.back().state_change().state(), v1::Job::SUCCEEDED);
 }
 
+TEST_F(ServerTest, OversizedMessagesAndTooManyRowsAreRefused) {
+  options_.max_message_bytes = 1 << 20;
+  options_.max_predict_rows = 100;
+  server_->Shutdown(absl::Seconds(1));
+  server_.reset();
+  StartServer();
+  // A 2 MiB request against a 1 MiB limit: gRPC refuses it before any handler runs.
+  v1::PredictRequest big;
+  big.set_model("any");
+  big.set_rows(1);
+  big.set_cols(1);
+  big.set_features(std::string(2 << 20, '\0'));
+  grpc::ClientContext c1;
+  v1::PredictResponse response;
+  EXPECT_EQ(models_->Predict(&c1, big, &response).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  // More rows than --max-predict-rows: INVALID_ARGUMENT naming the limit.
+  v1::PredictRequest rows;
+  rows.set_model("any");
+  rows.set_rows(101);
+  rows.set_cols(1);
+  rows.set_features(std::string(101 * 4, '\0'));
+  grpc::ClientContext c2;
+  grpc::Status s = models_->Predict(&c2, rows, &response);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("100"), std::string::npos) << s.error_message();
+  // The server is still up.
+  grpc::ClientContext c3;
+  v1::ListDatasetsResponse list;
+  EXPECT_TRUE(datasets_->ListDatasets(&c3, v1::ListDatasetsRequest(), &list).ok());
+}
+
 }  // namespace
 }  // namespace drfm::server
