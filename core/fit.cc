@@ -18,6 +18,7 @@
 #include "core/metrics.h"
 #include "core/random.h"
 #include "core/solve.h"
+#include "core/runtime.h"
 #include "core/status.h"
 
 namespace drfm::core {
@@ -28,22 +29,6 @@ namespace {
 constexpr int kMaxJitterRetries = 6;
 // Minimum interval between two OnProgress calls for the same phase (the fraction 1 always goes).
 constexpr double kProgressInterval = 0.05;
-
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-// Sets this thread's OpenMP thread count for the lifetime of the object.
-class ScopedThreads {
- public:
-  explicit ScopedThreads(int threads) : saved_(omp_get_max_threads()) {
-    if (threads > 0) omp_set_num_threads(threads);
-  }
-  ~ScopedThreads() { omp_set_num_threads(saved_); }
-
- private:
-  int saved_;
-};
 
 // Forwards progress to the observer (throttled) and records the time and flops of each phase of
 // the current layer's report.
@@ -57,7 +42,7 @@ class Monitor {
 
   bool Progress(int layer, Phase phase, double fraction) {
     if (observer_ == nullptr) return true;
-    const double now = Now();
+    const double now = NowSeconds();
     const bool same_phase = layer == last_layer_ && phase == last_phase_;
     if (same_phase && fraction < 1.0 && now - last_call_ < kProgressInterval) return true;
     last_call_ = now;
@@ -82,8 +67,8 @@ class Monitor {
 class PhaseTimer {
  public:
   PhaseTimer(LayerReport* report, Phase phase)
-      : report_(report), phase_(static_cast<int>(phase)), start_(Now()) {}
-  ~PhaseTimer() { report_->phase_seconds[phase_] += Now() - start_; }
+      : report_(report), phase_(static_cast<int>(phase)), start_(NowSeconds()) {}
+  ~PhaseTimer() { report_->phase_seconds[phase_] += NowSeconds() - start_; }
 
  private:
   LayerReport* report_;
@@ -227,7 +212,7 @@ void Standardization(const RowMatrixF& x, ModelParams<T>* params) {
 template <typename T>
 absl::StatusOr<FitResult> FitImpl(const Dataset& train, const Dataset* test, const FitConfig& config,
                                   Monitor& monitor) {
-  const double start = Now();
+  const double start = NowSeconds();
   const Eigen::Index n = train.rows();
   const int num_classes = train.num_classes;
   auto params = std::make_shared<ModelParams<T>>();
@@ -394,7 +379,7 @@ absl::StatusOr<FitResult> FitImpl(const Dataset& train, const Dataset* test, con
   params->readout_alpha = std::move(machine.alpha);
   for (int p = 0; p < kNumPhases; ++p) result.flops += report.phase_flops[p];
   result.reports.push_back(report);
-  result.seconds = Now() - start;
+  result.seconds = NowSeconds() - start;
   if (!monitor.Layer(report)) return absl::CancelledError("fit stopped by the observer after the readout");
   return result;
 }

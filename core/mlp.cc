@@ -13,6 +13,7 @@
 #include "core/linalg.h"
 #include "core/metrics.h"
 #include "core/random.h"
+#include "core/runtime.h"
 #include "core/status.h"
 
 namespace drfm::core {
@@ -28,22 +29,6 @@ constexpr double kAdamEps = 1e-8;
 constexpr double kForwardShare = 0.2;
 constexpr double kSweepShare = 0.6;
 
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-// Sets this thread's OpenMP thread count for the lifetime of the object.
-class ScopedThreads {
- public:
-  explicit ScopedThreads(int threads) : saved_(omp_get_max_threads()) {
-    if (threads > 0) omp_set_num_threads(threads);
-  }
-  ~ScopedThreads() { omp_set_num_threads(saved_); }
-
- private:
-  int saved_;
-};
-
 // Forwards progress (throttled) and reports to the observer; false means "stop".
 class Monitor {
  public:
@@ -51,7 +36,7 @@ class Monitor {
 
   bool Progress(MlpPhase phase, int epoch, int layer, double fraction, bool force = false) {
     if (observer_ == nullptr) return true;
-    const double now = Now();
+    const double now = NowSeconds();
     if (!force && phase == last_phase_ && now - last_call_ < kProgressInterval) return true;
     last_call_ = now;
     last_phase_ = phase;
@@ -133,7 +118,7 @@ absl::StatusOr<NetworkReport> Measure(const MlpWeights<float>& w, const RowMatri
                                       const RowMatrixF* test_x,
                                       const std::vector<int32_t>* test_labels, int epoch,
                                       Monitor& monitor) {
-  const double start = Now();
+  const double start = NowSeconds();
   const int hidden = static_cast<int>(w.size()) - 1;
   NetworkReport report;
   report.epoch = epoch;
@@ -188,7 +173,7 @@ absl::StatusOr<NetworkReport> Measure(const MlpWeights<float>& w, const RowMatri
     if (!monitor.Progress(MlpPhase::kMeasure, epoch, l, done, l == hidden + 1))
       return Stopped(epoch);
   }
-  report.seconds = Now() - start;
+  report.seconds = NowSeconds() - start;
   return report;
 }
 
@@ -375,7 +360,7 @@ absl::StatusOr<MlpFitResult> FitMlp(const Dataset& train, const Dataset* test,
                                     const MlpConfig& config, MlpObserver* observer,
                                     const FitOptions& options) {
   DRFM_RETURN_IF_ERROR(ValidateFitInputs(train, test, config));
-  const double start = Now();
+  const double start = NowSeconds();
   ScopedThreads threads(options.threads);
   Monitor monitor(observer);
   const Eigen::Index n = train.rows();
@@ -465,7 +450,7 @@ absl::StatusOr<MlpFitResult> FitMlp(const Dataset& train, const Dataset* test,
   }
   params.weights = std::move(w);
   DRFM_ASSIGN_OR_RETURN(MlpModel model, MlpModel::Create(std::move(params), config));
-  return MlpFitResult{std::move(model), std::move(reports), Now() - start};
+  return MlpFitResult{std::move(model), std::move(reports), NowSeconds() - start};
 }
 
 absl::StatusOr<NetworkReport> AnalyzeMlp(const MlpModel& model, const Dataset& data,
