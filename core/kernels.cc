@@ -38,7 +38,6 @@ void KernelBlock(KernelType kernel, double bandwidth, KernelOutput what, const C
                  Eigen::Index self_offset, MatrixRef<T> out) {
   const Eigen::Index rows = a.rows();
   const Eigen::Index cols = b.rows();
-  out.noalias() = a * b.transpose();
   const T near = static_cast<T>(kNearFactor * std::numeric_limits<T>::epsilon());
   const T inv_bw = static_cast<T>(1.0 / bandwidth);
   const T inv_two_bw2 = static_cast<T>(1.0 / (2.0 * bandwidth * bandwidth));
@@ -46,35 +45,54 @@ void KernelBlock(KernelType kernel, double bandwidth, KernelOutput what, const C
   const T min_dist = static_cast<T>(kMinPairDistance);
   const bool laplace = kernel == KernelType::kLaplace;
   const bool weight = what == KernelOutput::kGradientWeight;
-#pragma omp parallel for schedule(static)
-  for (Eigen::Index i = 0; i < rows; ++i) {
-    auto r = out.row(i).array();
-    const T ai = a_sq(i);
-    r = (ai + b_sq.transpose().array() - T(2) * r).max(T(0));
-    // Near pairs are rare: test the whole row vectorized and walk it only when one is there.
-    if ((r < near * (ai + b_sq.transpose().array())).any()) {
-      for (Eigen::Index j = 0; j < cols; ++j) {
-        if (r(j) < near * (ai + b_sq(j))) r(j) = (a.row(i) - b.row(j)).squaredNorm();
+  // The output is cut into tiles that fit in one core's L2 cache. Each thread takes whole tiles:
+  // a single-threaded GEMM of the tile (Eigen runs sequentially inside a parallel region) and,
+  // while the tile is still in cache, the elementwise pass that turns inner products into kernel
+  // values. That saves the second trip through memory a full-width GEMM followed by an
+  // elementwise pass needs. A tile's values do not depend on which thread computes it, so the
+  // result is the same for any thread count.
+  const Eigen::Index tile_cols = kKernelTileBytes / (kKernelTileRows * static_cast<Eigen::Index>(sizeof(T)));
+  const Eigen::Index row_tiles = (rows + kKernelTileRows - 1) / kKernelTileRows;
+  const Eigen::Index col_tiles = (cols + tile_cols - 1) / tile_cols;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (Eigen::Index t = 0; t < row_tiles * col_tiles; ++t) {
+    const Eigen::Index i0 = (t / col_tiles) * kKernelTileRows;
+    const Eigen::Index j0 = (t % col_tiles) * tile_cols;
+    const Eigen::Index ni = std::min(kKernelTileRows, rows - i0);
+    const Eigen::Index nj = std::min(tile_cols, cols - j0);
+    auto tile = out.block(i0, j0, ni, nj);
+    tile.noalias() = a.middleRows(i0, ni) * b.middleRows(j0, nj).transpose();
+    const auto bj_sq = b_sq.segment(j0, nj).transpose().array();
+    for (Eigen::Index i = 0; i < ni; ++i) {
+      auto r = tile.row(i).array();
+      const T ai = a_sq(i0 + i);
+      r = (ai + bj_sq - T(2) * r).max(T(0));
+      // Near pairs are rare: test the whole row vectorized and walk it only when one is there.
+      if ((r < near * (ai + bj_sq)).any()) {
+        for (Eigen::Index j = 0; j < nj; ++j) {
+          if (r(j) < near * (ai + bj_sq(j))) r(j) = (a.row(i0 + i) - b.row(j0 + j)).squaredNorm();
+        }
       }
-    }
-    if (laplace) {
-      if (weight) {
-        // w = exp(-d/L) / (L d), 0 for d < 1e-10.
-        auto dist = r.sqrt();
-        r = (dist >= min_dist).select((-dist * inv_bw).exp() / (dist * T(bandwidth)), T(0));
+      if (laplace) {
+        if (weight) {
+          // w = exp(-d/L) / (L d), 0 for d < 1e-10.
+          auto dist = r.sqrt();
+          r = (dist >= min_dist).select((-dist * inv_bw).exp() / (dist * T(bandwidth)), T(0));
+        } else {
+          r = (-r.sqrt() * inv_bw).exp();
+        }
       } else {
-        r = (-r.sqrt() * inv_bw).exp();
+        if (weight) {
+          r = (r.sqrt() >= min_dist).select((-r * inv_two_bw2).exp() * inv_bw2, T(0));
+        } else {
+          r = (-r * inv_two_bw2).exp();
+        }
       }
-    } else {
-      if (weight) {
-        r = (r.sqrt() >= min_dist).select((-r * inv_two_bw2).exp() * inv_bw2, T(0));
-      } else {
-        r = (-r * inv_two_bw2).exp();
+      if (self_offset >= 0) {
+        // Column of the same point as row i0 + i, if it falls in this tile.
+        const Eigen::Index j = i0 + i + self_offset - j0;
+        if (j >= 0 && j < nj) r(j) = weight ? T(0) : T(1);
       }
-    }
-    if (self_offset >= 0) {
-      const Eigen::Index j = i + self_offset;
-      if (j >= 0 && j < cols) out(i, j) = weight ? T(0) : T(1);
     }
   }
 }

@@ -43,7 +43,7 @@ void NormalizeRows(MatrixRef<T> x);
 // out (a.rows() x b.rows()) = kernel output of every pair (a_i, b_j). `a_sq`, `b_sq` are the
 // RowSquaredNorms of a and b. When `self_offset` >= 0, row i of `a` is row i + self_offset of `b`
 // (the same point): those pairs get k = 1 and weight 0 exactly. Flops: 2 * a.rows * b.rows * d.
-// Uses OpenMP (through Eigen's GEMM and a parallel elementwise pass); deterministic for a fixed
+// Uses OpenMP over cache-sized tiles (see kKernelTileRows); the result does not depend on the
 // thread count.
 template <typename T>
 void KernelBlock(KernelType kernel, double bandwidth, KernelOutput what, const ConstMatrixRef<T>& a,
@@ -76,6 +76,10 @@ absl::Status KernelPredict(KernelType kernel, double bandwidth, const ConstMatri
 
 // Rows per block used by the blocked kernel loops (KernelFull, KernelPredict, ...).
 inline constexpr Eigen::Index kKernelRowBlock = 1024;
+// KernelBlock's unit of work: tiles of kKernelTileRows rows and kKernelTileBytes (one core's L2
+// cache) in all, each a GEMM and the elementwise pass while the tile is in cache.
+inline constexpr Eigen::Index kKernelTileRows = 256;
+inline constexpr Eigen::Index kKernelTileBytes = Eigen::Index{1} << 20;
 
 }  // namespace drfm::core
 
