@@ -6,54 +6,24 @@
 #include <malloc.h>
 #include <omp.h>
 
-#include <chrono>
 #include <cstdio>
-#include <fstream>
 #include <string>
 
 #include <CLI/CLI.hpp>
 #include <Eigen/Core>
 
+#include "bench/bench_util.h"
 #include "core/estimate.h"
 #include "core/fit.h"
 #include "core/io.h"
 
 namespace {
 
+using drfm::bench::GemmRate;
+using drfm::bench::ProcStatusBytes;
+using drfm::bench::ResetPeakRss;
 using drfm::core::kNumPhases;
 using drfm::core::Phase;
-
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-// Best of `reps` runs of an n x n x n float32 GEMM through Eigen (the engine the core uses).
-double GemmRate(int n, int reps) {
-  drfm::core::RowMatrixF a = drfm::core::RowMatrixF::Random(n, n);
-  drfm::core::RowMatrixF b = drfm::core::RowMatrixF::Random(n, n);
-  drfm::core::RowMatrixF c(n, n);
-  c.setZero();
-  double best = 0;
-  for (int r = 0; r < reps; ++r) {
-    const double t = Now();
-    c.noalias() = a * b;
-    const double s = Now() - t;
-    best = std::max(best, 2.0 * n * n * static_cast<double>(n) / s);
-  }
-  return best;
-}
-
-// Peak and current resident set of this process, from /proc/self/status (kB -> bytes).
-double ProcStatusBytes(const std::string& key) {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(key + ":", 0) == 0) return std::stod(line.substr(key.size() + 1)) * 1024.0;
-  }
-  return 0;
-}
-
-void ResetPeakRss() { std::ofstream("/proc/self/clear_refs") << "5"; }
 
 }  // namespace
 
