@@ -214,16 +214,14 @@ MlpWeights<float> InitialWeights(const MlpConfig& config, Eigen::Index d, int nu
   return w;
 }
 
-// One Adam update of `w` with gradient `g` (weight decay added to it first), row by row in a
-// static OpenMP loop: every entry is updated on its own, so the result does not depend on the
-// thread count.
-void AdamStep(float step_size, float bc2_sqrt, float eps, float decay, const RowMatrixF& g,
-              RowMatrixF* m, RowMatrixF* v, RowMatrixF* w) {
-  const Eigen::Index rows = w->rows();
+// One Adam update of rows [r0, r0 + nr) of `w` with gradient `g` (weight decay added to it
+// first). Every entry is updated on its own, so the result does not depend on how rows are split
+// across threads.
+void AdamRows(float step_size, float bc2_sqrt, float eps, float decay, const RowMatrixF& g,
+              Eigen::Index r0, Eigen::Index nr, RowMatrixF* m, RowMatrixF* v, RowMatrixF* w) {
   const float b1 = static_cast<float>(kBeta1), b2 = static_cast<float>(kBeta2);
   const float c1 = static_cast<float>(1 - kBeta1), c2 = static_cast<float>(1 - kBeta2);
-#pragma omp parallel for schedule(static) if (w->size() > 65536)
-  for (Eigen::Index i = 0; i < rows; ++i) {
+  for (Eigen::Index i = r0; i < r0 + nr; ++i) {
     const auto gi = g.row(i).array() + decay * w->row(i).array();  // an expression, not a copy
     m->row(i).array() = b1 * m->row(i).array() + c1 * gi;
     v->row(i).array() = b2 * v->row(i).array() + c2 * gi.square();
@@ -422,21 +420,24 @@ absl::StatusOr<MlpFitResult> FitMlp(const Dataset& train, const Dataset* test,
       rows.assign(order.begin() + begin, order.begin() + end);
       xb = x(rows, Eigen::all);
       yb = y(rows, Eigen::all);
-      const float loss = MlpLossAndGradients<float>(w, xb, yb, &ws, &grads);
+      // Adam with bias correction, in torch.optim.Adam's arrangement:
+      // w -= (lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps), applied to each block of gradient rows
+      // inside the backward pass, as soon as the block is final (MlpLossAndGradients' hook).
+      ++step;
+      const float step_size =
+          static_cast<float>(config.learning_rate / (1 - std::pow(kBeta1, step)));
+      const float bc2_sqrt = static_cast<float>(std::sqrt(1 - std::pow(kBeta2, step)));
+      const float loss = MlpLossAndGradients<float>(
+          w, xb, yb, &ws, &grads, [&](int layer, Eigen::Index r0, Eigen::Index nr) {
+            const size_t l = static_cast<size_t>(layer - 1);
+            AdamRows(step_size, bc2_sqrt, eps, decay, grads[l], r0, nr, &adam_m[l], &adam_v[l],
+                     &w[l]);
+          });
       if (!std::isfinite(loss)) {
         return absl::FailedPreconditionError(
             absl::StrFormat("the training loss became %g at epoch %d: training diverged; lower the "
                             "learning rate (now %g)",
                             loss, epoch, config.learning_rate));
-      }
-      // Adam with bias correction, in torch.optim.Adam's arrangement:
-      // w -= (lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps).
-      ++step;
-      const float step_size =
-          static_cast<float>(config.learning_rate / (1 - std::pow(kBeta1, step)));
-      const float bc2_sqrt = static_cast<float>(std::sqrt(1 - std::pow(kBeta2, step)));
-      for (size_t l = 0; l < w.size(); ++l) {
-        AdamStep(step_size, bc2_sqrt, eps, decay, grads[l], &adam_m[l], &adam_v[l], &w[l]);
       }
       const double fraction =
           (epoch - 1 + static_cast<double>(b + 1) / static_cast<double>(batches)) / config.epochs;

@@ -46,6 +46,63 @@ void Replicate(const RowMatrix<T>& w, Eigen::Index rows, RowMatrix<T>* a) {
   for (Eigen::Index i = 0; i < rows; ++i) a->middleRows(i * c, c) = w;
 }
 
+// The training step's products are cut into tiles of at most kTile x kTile outputs (row blocks
+// of kTile for the weight gradients), each a single-threaded GEMM (Eigen runs sequentially inside
+// a parallel region) spread over the OpenMP threads. Minibatch products (B = 128 rows, k = 512)
+// are too small for Eigen's own parallel GEMM to split well; fixed tiles split them without
+// synchronizing inside a product, and a tile's values do not depend on the thread count.
+constexpr Eigen::Index kTile = 256;
+
+Eigen::Index Tiles(Eigen::Index size) { return (size + kTile - 1) / kTile; }
+
+// out (a.rows() x w.rows()) = a W^T, ReLU'd when `relu`.
+template <typename T>
+void ProductTransposed(const ConstMatrixRef<T>& a, const RowMatrix<T>& w, bool relu,
+                       RowMatrix<T>* out) {
+  out->resize(a.rows(), w.rows());
+  const Eigen::Index row_tiles = Tiles(a.rows()), col_tiles = Tiles(w.rows());
+#pragma omp parallel for schedule(static)
+  for (Eigen::Index t = 0; t < row_tiles * col_tiles; ++t) {
+    const Eigen::Index r0 = (t / col_tiles) * kTile, c0 = (t % col_tiles) * kTile;
+    const Eigen::Index nr = std::min(kTile, a.rows() - r0), nc = std::min(kTile, w.rows() - c0);
+    auto tile = out->block(r0, c0, nr, nc);
+    tile.noalias() = a.middleRows(r0, nr) * w.middleRows(c0, nc).transpose();
+    if (relu) tile = tile.cwiseMax(T(0));
+  }
+}
+
+// out (delta.rows() x w.cols()) = (delta W) o 1[h > 0]: backpropagation through W and the ReLU
+// whose outputs are h.
+template <typename T>
+void ProductMasked(const RowMatrix<T>& delta, const RowMatrix<T>& w, const RowMatrix<T>& h,
+                   RowMatrix<T>* out) {
+  out->resize(delta.rows(), w.cols());
+  const Eigen::Index row_tiles = Tiles(delta.rows()), col_tiles = Tiles(w.cols());
+#pragma omp parallel for schedule(static)
+  for (Eigen::Index t = 0; t < row_tiles * col_tiles; ++t) {
+    const Eigen::Index r0 = (t / col_tiles) * kTile, c0 = (t % col_tiles) * kTile;
+    const Eigen::Index nr = std::min(kTile, delta.rows() - r0), nc = std::min(kTile, w.cols() - c0);
+    auto tile = out->block(r0, c0, nr, nc);
+    tile.noalias() = delta.middleRows(r0, nr) * w.middleCols(c0, nc);
+    tile.array() *= (h.block(r0, c0, nr, nc).array() > T(0)).template cast<T>();
+  }
+}
+
+// grad (delta.cols() x input.cols()) = delta^T input in blocks of kTile rows; `on_rows` gets each
+// block as soon as it is done.
+template <typename T>
+void WeightGradient(const RowMatrix<T>& delta, const ConstMatrixRef<T>& input, int layer,
+                    const GradientRowsHook& on_rows, RowMatrix<T>* grad) {
+  grad->resize(delta.cols(), input.cols());
+  const Eigen::Index blocks = Tiles(delta.cols());
+#pragma omp parallel for schedule(static)
+  for (Eigen::Index t = 0; t < blocks; ++t) {
+    const Eigen::Index r0 = t * kTile, nr = std::min(kTile, delta.cols() - r0);
+    grad->middleRows(r0, nr).noalias() = delta.middleCols(r0, nr).transpose() * input;
+    if (on_rows) on_rows(layer, r0, nr);
+  }
+}
+
 }  // namespace
 
 template <typename T>
@@ -68,7 +125,8 @@ RowMatrix<T> MlpForwardFrom(const MlpWeights<T>& w, int layer, const ConstMatrix
 
 template <typename T>
 T MlpLossAndGradients(const MlpWeights<T>& w, const ConstMatrixRef<T>& x,
-                      const ConstMatrixRef<T>& y, MlpWorkspace<T>* ws, MlpWeights<T>* grads) {
+                      const ConstMatrixRef<T>& y, MlpWorkspace<T>* ws, MlpWeights<T>* grads,
+                      const GradientRowsHook& on_rows) {
   CheckChain(w);
   const int hidden = static_cast<int>(w.size()) - 1;  // L
   const Eigen::Index b = x.rows();
@@ -81,21 +139,17 @@ T MlpLossAndGradients(const MlpWeights<T>& w, const ConstMatrixRef<T>& x,
     if (l == 1) return x;
     return ws->h[l - 1];
   };
-  for (int l = 1; l <= hidden; ++l) {
-    ws->h[l].noalias() = input(l) * w[l - 1].transpose();
-    Relu(&ws->h[l]);
-  }
-  ws->out.noalias() = input(hidden + 1) * w[hidden].transpose();
+  for (int l = 1; l <= hidden; ++l) ProductTransposed<T>(input(l), w[l - 1], true, &ws->h[l]);
+  ProductTransposed<T>(input(hidden + 1), w[hidden], false, &ws->out);
   const T scale = T(1) / static_cast<T>(static_cast<double>(b) * static_cast<double>(y.cols()));
   ws->delta = ws->out - y;
   const T loss = ws->delta.squaredNorm() * scale;
   ws->delta *= T(2) * scale;
   for (int l = hidden + 1; l >= 1; --l) {
-    (*grads)[l - 1].noalias() = ws->delta.transpose() * input(l);
-    if (l == 1) break;
-    ws->delta_next.noalias() = ws->delta * w[l - 1];
-    ws->delta_next.array() *= (ws->h[l - 1].array() > T(0)).template cast<T>();
-    ws->delta.swap(ws->delta_next);
+    // dZ_{l-1} first: it is the last use of W_l, which `on_rows` may then update.
+    if (l > 1) ProductMasked<T>(ws->delta, w[l - 1], ws->h[l - 1], &ws->delta_next);
+    WeightGradient<T>(ws->delta, input(l), l, on_rows, &(*grads)[l - 1]);
+    if (l > 1) ws->delta.swap(ws->delta_next);
   }
   return loss;
 }
@@ -195,7 +249,8 @@ double EntrywiseCorrelation(const RowMatrixD& a, const RowMatrixD& b) {
 #define DRFM_INSTANTIATE_MLP_NET(T)                                                              \
   template RowMatrix<T> MlpForwardFrom<T>(const MlpWeights<T>&, int, const ConstMatrixRef<T>&);  \
   template T MlpLossAndGradients<T>(const MlpWeights<T>&, const ConstMatrixRef<T>&,              \
-                                    const ConstMatrixRef<T>&, MlpWorkspace<T>*, MlpWeights<T>*); \
+                                    const ConstMatrixRef<T>&, MlpWorkspace<T>*, MlpWeights<T>*,  \
+                                    const GradientRowsHook&);                                    \
   template RowMatrix<T> MlpJacobians<T>(const MlpWeights<T>&, int, const ConstMatrixRef<T>&);    \
   template absl::Status MlpAgops<T>(const MlpWeights<T>&, const ConstMatrixRef<T>&,              \
                                     std::vector<RowMatrixD>*, const ProgressTick&);

@@ -3,11 +3,14 @@
 // the Jacobians of the sub-network that starts at a layer, the AGOP of every layer in one
 // backward sweep, and the entrywise Pearson correlation behind the neural feature ansatz.
 // Templated on the scalar: float for the service, double for the tests' finite-difference checks.
-// Every product is an Eigen GEMM (parallel through Eigen's OpenMP); for a fixed thread count the
-// results are the same bit for bit on every run. All functions are thread-compatible.
+// Every product is an Eigen GEMM: the training step's are split into fixed tiles over the OpenMP
+// threads (the same bits for any thread count), the measurement's run through Eigen's parallel
+// GEMM (the same bits on every run for a fixed thread count). All functions are
+// thread-compatible.
 #ifndef DRFM_CORE_MLP_NET_H_
 #define DRFM_CORE_MLP_NET_H_
 
+#include <functional>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -43,9 +46,17 @@ struct MlpWorkspace {
 // W_l's shape. Backpropagation by matrix products: with dF = 2 (F - Y)/(B C),
 // dW_{L+1} = dF^T H_L, then dZ_l = (dZ_{l+1} W_{l+1}) o 1[H_l > 0] and dW_l = dZ_l^T H_{l-1}.
 // ReLU'(0) is taken as 0, as torch does. Preconditions (DRFM_CHECK): matching shapes, B >= 1.
+// `on_rows` (optional) is called with (l, r0, nr) as soon as rows [r0, r0 + nr) of dLoss/dW_l are
+// final and W_l is no longer read by the pass, so an optimizer can update those rows of W_l there,
+// while the gradient rows are still in cache (the weights behind `w` may change during the call
+// that way, but only after their last use). It runs on OpenMP threads, concurrently for disjoint
+// row blocks. The products are split into fixed tiles, so results do not depend on the thread
+// count.
+using GradientRowsHook = std::function<void(int layer, Eigen::Index r0, Eigen::Index nr)>;
 template <typename T>
 T MlpLossAndGradients(const MlpWeights<T>& w, const ConstMatrixRef<T>& x,
-                      const ConstMatrixRef<T>& y, MlpWorkspace<T>* ws, MlpWeights<T>* grads);
+                      const ConstMatrixRef<T>& y, MlpWorkspace<T>* ws, MlpWeights<T>* grads,
+                      const GradientRowsHook& on_rows = nullptr);
 
 // The Jacobians J_i = dg_l/dh at every row h_i of `h` (rows x in_l, the inputs of layer `layer`):
 // J_i = W_{L+1} D_L W_L ... D_l W_l with D_j = diag(1[pre-activation of layer j > 0]) at sample

@@ -525,6 +525,29 @@ TEST(MlpFitTest, IsReproducibleBitForBitForASeed) {
   EXPECT_FALSE(BitEqual(a->model.params().weights[0], other->model.params().weights[0]));
 }
 
+// The training step's products are split into fixed tiles (256 x 256), not per thread: the
+// trained weights are the same bit for bit whatever the thread count. Width 300 and batch 300
+// make products of two tiles in both directions (256 + 44).
+TEST(MlpFitTest, TrainedWeightsDoNotDependOnTheThreadCount) {
+  const Dataset train = Synthetic(600, 20, 3, 4.0, 12);
+  MlpConfig c = SmallConfig();
+  c.width = 300;
+  c.depth = 2;
+  c.batch_size = 300;
+  c.epochs = 2;
+  c.measure_every = 0;
+  auto one = FitMlp(train, nullptr, c, nullptr, {.threads = 1});
+  ASSERT_TRUE(one.ok()) << one.status();
+  for (int threads : {2, 3}) {
+    auto many = FitMlp(train, nullptr, c, nullptr, {.threads = threads});
+    ASSERT_TRUE(many.ok()) << many.status();
+    for (size_t l = 0; l < one->model.params().weights.size(); ++l) {
+      EXPECT_TRUE(BitEqual(one->model.params().weights[l], many->model.params().weights[l]))
+          << "layer " << l + 1 << ", " << threads << " threads";
+    }
+  }
+}
+
 TEST(MlpFitTest, WeightDecayShrinksTheWeights) {
   const Dataset train = Synthetic(120, 8, 3, 4.0, 11);
   MlpConfig c = SmallConfig();
