@@ -386,15 +386,8 @@ absl::StatusOr<std::vector<TokenEntry>> LoadTokenFile(const std::string& path) {
 }
 
 bool IsAuthExempt(std::string_view full_method) {
-  constexpr std::array<std::string_view, 3> kExemptPrefixes = {
-      "/grpc.health.v1.Health/",
-      "/grpc.reflection.v1alpha.ServerReflection/",
-      "/grpc.reflection.v1.ServerReflection/",
-  };
-  for (std::string_view prefix : kExemptPrefixes) {
-    if (full_method.substr(0, prefix.size()) == prefix) return true;
-  }
-  return false;
+  constexpr std::string_view kHealthPrefix = "/grpc.health.v1.Health/";
+  return full_method.substr(0, kHealthPrefix.size()) == kHealthPrefix;
 }
 
 BearerTokenAuthenticator::BearerTokenAuthenticator(std::vector<std::string> digests,

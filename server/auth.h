@@ -13,15 +13,15 @@
 // empty token file would otherwise lock everyone out, or be mistaken for "auth off").
 //
 // What is enforced: with a token file, every RPC needs a listed token except the health service
-// (grpc.health.v1.Health/*: load balancers and kubelet probes carry no token) and server
-// reflection (grpc.reflection.v1alpha / v1 ServerReflection/*: it only describes the API, whose
-// .proto files are public anyway). A call without `authorization` metadata fails with
-// UNAUTHENTICATED; with one that is not `Bearer <token>` UNAUTHENTICATED as well; with a token that
-// is not listed PERMISSION_DENIED. The check runs in gRPC's server auth filter (an
-// AuthMetadataProcessor), before interceptors and services, and it removes the `authorization`
-// metadata so no service can log it. Tokens are compared by their SHA-256 digests with
-// CRYPTO_memcmp against every listed token, so timing reveals neither the token nor which one
-// matched. Tokens without TLS travel in clear text: use that only on loopback or inside a
+// (grpc.health.v1.Health/*: load balancers and kubelet probes carry no token). Server reflection
+// needs one too: it tells an anonymous caller which services and methods this deployment exposes
+// (grpcurl passes the token with -H 'authorization: Bearer ...'). A call without `authorization`
+// metadata fails with UNAUTHENTICATED; with one that is not `Bearer <token>` UNAUTHENTICATED as
+// well; with a token that is not listed PERMISSION_DENIED. The check runs in gRPC's server auth
+// filter (an AuthMetadataProcessor), before interceptors and services, and it removes the
+// `authorization` metadata so no service can log it. Tokens are compared by their SHA-256 digests
+// with CRYPTO_memcmp against every listed token, so timing reveals neither the token nor which
+// one matched. Tokens without TLS travel in clear text: use that only on loopback or inside a
 // network that encrypts (a service mesh).
 #ifndef DRFM_SERVER_AUTH_H_
 #define DRFM_SERVER_AUTH_H_
@@ -59,7 +59,7 @@ struct TokenEntry {
 // short token, or the same token twice; the message names the file and the line.
 absl::StatusOr<std::vector<TokenEntry>> LoadTokenFile(const std::string& path);
 
-// RPCs that need no token: "/grpc.health.v1.Health/..." and server reflection.
+// RPCs that need no token: "/grpc.health.v1.Health/..." only.
 bool IsAuthExempt(std::string_view full_method);
 
 // Decides whether a call may proceed, from its method and its `authorization` metadata.

@@ -167,6 +167,8 @@ grpc::Status DatasetServiceImpl::DeleteDataset(grpc::ServerContext*, const v1::D
     return ToGrpcStatus(absl::InvalidArgumentError(
         absl::StrCat("built-in dataset ", request->dataset(), " cannot be deleted; only uploaded datasets can")));
   }
+  absl::Status valid = ValidateName("dataset", request->dataset());
+  if (!valid.ok()) return ToGrpcStatus(valid);
   return ToGrpcStatus(store_->DeleteDataset(request->dataset()));
 }
 
