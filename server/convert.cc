@@ -5,6 +5,7 @@
 #include <string>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/status.h"
@@ -23,6 +24,61 @@ absl::Status BadEnum(const char* field, int value, const char* allowed) {
                                                  " is not a known value; use ", allowed));
 }
 
+// The checks every submission shares: request_id length, priority range and labels.
+absl::Status ValidateJobFields(const std::string& request_id, int32_t priority,
+                               const google::protobuf::Map<std::string, std::string>& labels) {
+  if (request_id.size() > kMaxRequestIdLength) {
+    return absl::InvalidArgumentError(absl::StrCat("request_id must be at most ",
+                                                   kMaxRequestIdLength, " bytes, got ",
+                                                   request_id.size()));
+  }
+  if (priority < kMinPriority || priority > kMaxPriority) {
+    return absl::InvalidArgumentError(absl::StrCat("priority = ", priority,
+                                                   " is not allowed: use ", kMinPriority, " to ",
+                                                   kMaxPriority, " (higher runs first)"));
+  }
+  if (static_cast<int>(labels.size()) > kMaxJobLabels) {
+    return absl::InvalidArgumentError(absl::StrCat("labels has ", labels.size(),
+                                                   " entries; at most ", kMaxJobLabels,
+                                                   " are allowed"));
+  }
+  for (const auto& [key, value] : labels) {
+    if (key.empty() || key.size() > kMaxLabelKeyLength) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("labels key \"", absl::CHexEscape(key.substr(0, kMaxLabelKeyLength + 1)),
+                       "\" must be 1 to ", kMaxLabelKeyLength, " characters long"));
+    }
+    if (value.size() > kMaxLabelValueLength) {
+      return absl::InvalidArgumentError(absl::StrCat("labels value of key \"",
+                                                     absl::CHexEscape(key), "\" must be at most ",
+                                                     kMaxLabelValueLength, " characters long"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+bool NamesTestSlice(bool has_test, const v1::DatasetSlice& test) {
+  return has_test && !test.dataset().empty();
+}
+
+// The train (required) and test (optional) slices and the model name of a fit request.
+absl::Status ValidateFitSlices(bool has_train, const v1::DatasetSlice& train, bool has_test,
+                               const v1::DatasetSlice& test, const std::string& model_name) {
+  if (!has_train) {
+    return absl::InvalidArgumentError(
+        "train is required: name the training rows, e.g. train { dataset: \"fashion-mnist:train\" "
+        "limit: 2000 }");
+  }
+  DRFM_RETURN_IF_ERROR(ValidateSlice(train, "train"));
+  // A test slice with rows but no dataset is a mistake rather than "no test set".
+  if (has_test &&
+      (NamesTestSlice(has_test, test) || test.limit() != 0 || test.offset() != 0)) {
+    DRFM_RETURN_IF_ERROR(ValidateSlice(test, "test"));
+  }
+  if (!model_name.empty()) DRFM_RETURN_IF_ERROR(ValidateName("model_name", model_name));
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status ServiceLimits::Validate() const {
@@ -38,6 +94,8 @@ absl::Status ServiceLimits::Validate() const {
   DRFM_RETURN_IF_ERROR(check("max_rfm_iterations", max_rfm_iterations, core::kMaxRfmIterations));
   DRFM_RETURN_IF_ERROR(check("max_train_rows", max_train_rows, int64_t{1} << 40));
   DRFM_RETURN_IF_ERROR(check("max_test_rows", max_test_rows, int64_t{1} << 40));
+  DRFM_RETURN_IF_ERROR(
+      check("max_mlp_measurements", max_mlp_measurements, int64_t{core::kMaxMlpEpochs} + 1));
   return absl::OkStatus();
 }
 
@@ -216,50 +274,102 @@ absl::Status ValidateSlice(const v1::DatasetSlice& slice, std::string_view field
 }
 
 bool HasTestSlice(const v1::SubmitFitRequest& request) {
-  return request.has_test() && !request.test().dataset().empty();
+  return NamesTestSlice(request.has_test(), request.test());
+}
+
+bool HasTestSlice(const v1::SubmitMlpFitRequest& request) {
+  return NamesTestSlice(request.has_test(), request.test());
 }
 
 absl::Status ValidateSubmitFitRequest(const v1::SubmitFitRequest& request) {
-  if (!request.has_train()) {
+  DRFM_RETURN_IF_ERROR(ValidateFitSlices(request.has_train(), request.train(), request.has_test(),
+                                         request.test(), request.model_name()));
+  return ValidateJobFields(request.request_id(), request.priority(), request.labels());
+}
+
+absl::Status ValidateSubmitMlpFitRequest(const v1::SubmitMlpFitRequest& request) {
+  DRFM_RETURN_IF_ERROR(ValidateFitSlices(request.has_train(), request.train(), request.has_test(),
+                                         request.test(), request.model_name()));
+  return ValidateJobFields(request.request_id(), request.priority(), request.labels());
+}
+
+absl::Status ValidateSubmitAnalysisRequest(const v1::SubmitAnalysisRequest& request) {
+  if (request.model().empty()) {
     return absl::InvalidArgumentError(
-        "train is required: name the training rows, e.g. train { dataset: \"fashion-mnist:train\" "
-        "limit: 2000 }");
+        "model is required: name a stored MLP (Model.kind MLP, from SubmitMlpFit or ImportModel)");
   }
-  DRFM_RETURN_IF_ERROR(ValidateSlice(request.train(), "train"));
-  // A test slice with rows but no dataset is a mistake rather than "no test set".
-  if (request.has_test() && (HasTestSlice(request) || request.test().limit() != 0 ||
-                             request.test().offset() != 0)) {
-    DRFM_RETURN_IF_ERROR(ValidateSlice(request.test(), "test"));
+  DRFM_RETURN_IF_ERROR(ValidateName("model", request.model()));
+  if (request.has_version() && request.version() < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "version = ", request.version(),
+        " is not allowed: use 1 or more, or leave it unset for the latest version"));
   }
-  if (!request.model_name().empty()) {
-    DRFM_RETURN_IF_ERROR(ValidateName("model_name", request.model_name()));
+  if (!request.has_data()) {
+    return absl::InvalidArgumentError(
+        "data is required: name the rows to measure the model on, e.g. data { dataset: "
+        "\"fashion-mnist:test\" limit: 1000 }");
   }
-  if (request.request_id().size() > kMaxRequestIdLength) {
-    return absl::InvalidArgumentError(absl::StrCat("request_id must be at most ",
-                                                   kMaxRequestIdLength, " bytes, got ",
-                                                   request.request_id().size()));
-  }
-  if (request.priority() < kMinPriority || request.priority() > kMaxPriority) {
-    return absl::InvalidArgumentError(absl::StrCat("priority = ", request.priority(),
-                                                   " is not allowed: use ", kMinPriority, " to ",
-                                                   kMaxPriority, " (higher runs first)"));
-  }
-  if (request.labels_size() > kMaxJobLabels) {
-    return absl::InvalidArgumentError(absl::StrCat("labels has ", request.labels_size(),
-                                                   " entries; at most ", kMaxJobLabels,
-                                                   " are allowed"));
-  }
-  for (const auto& [key, value] : request.labels()) {
-    if (key.empty() || key.size() > kMaxLabelKeyLength) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("labels key \"", absl::CHexEscape(key.substr(0, kMaxLabelKeyLength + 1)),
-                       "\" must be 1 to ", kMaxLabelKeyLength, " characters long"));
+  DRFM_RETURN_IF_ERROR(ValidateSlice(request.data(), "data"));
+  return ValidateJobFields(request.request_id(), request.priority(), request.labels());
+}
+
+absl::StatusOr<core::MlpConfig> MlpConfigFromProto(const v1::MlpConfig& proto,
+                                                   uint64_t seed_if_unset) {
+  core::MlpConfig config;
+  if (proto.has_depth()) config.depth = proto.depth();
+  if (proto.has_width()) config.width = proto.width();
+  if (proto.has_init_gain()) config.init_gain = proto.init_gain();
+  if (proto.has_learning_rate()) config.learning_rate = proto.learning_rate();
+  if (proto.has_epochs()) config.epochs = proto.epochs();
+  if (proto.has_batch_size()) config.batch_size = proto.batch_size();
+  if (proto.has_measure_every()) config.measure_every = proto.measure_every();
+  config.seed = proto.has_seed() ? proto.seed() : seed_if_unset;
+  if (proto.has_weight_decay()) config.weight_decay = proto.weight_decay();
+  if (proto.has_standardize()) config.standardize = proto.standardize();
+  if (proto.has_row_normalize()) config.row_normalize = proto.row_normalize();
+  absl::Status valid = config.Validate();
+  if (!valid.ok()) {
+    // core names the fields after its struct ("mlp_config.width"); the request calls it config.
+    std::string message(valid.message());
+    constexpr absl::string_view kCorePrefix = "mlp_config.";
+    if (absl::StartsWith(message, kCorePrefix)) {
+      message = absl::StrCat("config.", message.substr(kCorePrefix.size()));
     }
-    if (value.size() > kMaxLabelValueLength) {
-      return absl::InvalidArgumentError(absl::StrCat("labels value of key \"",
-                                                     absl::CHexEscape(key), "\" must be at most ",
-                                                     kMaxLabelValueLength, " characters long"));
-    }
+    return absl::Status(valid.code(), message);
+  }
+  return config;
+}
+
+v1::MlpConfig MlpConfigToProto(const core::MlpConfig& config) {
+  v1::MlpConfig proto;
+  proto.set_depth(config.depth);
+  proto.set_width(config.width);
+  proto.set_init_gain(config.init_gain);
+  proto.set_learning_rate(config.learning_rate);
+  proto.set_epochs(config.epochs);
+  proto.set_batch_size(config.batch_size);
+  proto.set_measure_every(config.measure_every);
+  proto.set_seed(config.seed);
+  proto.set_weight_decay(config.weight_decay);
+  proto.set_standardize(config.standardize);
+  proto.set_row_normalize(config.row_normalize);
+  return proto;
+}
+
+absl::Status CheckMlpServiceLimits(const core::MlpConfig& config, const ServiceLimits& limits) {
+  // MlpMeasurementEpochs: 0, measure_every, 2 measure_every, ... below epochs, and epochs.
+  const int64_t measurements =
+      config.measure_every > 0
+          ? (int64_t{config.epochs} + config.measure_every - 1) / config.measure_every + 1
+          : 1;
+  if (measurements > limits.max_mlp_measurements) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config.epochs = ", config.epochs, " with config.measure_every = ", config.measure_every,
+        " takes ", measurements, " measurements; this server records at most ",
+        limits.max_mlp_measurements, " per job: raise config.measure_every to at least ",
+        (int64_t{config.epochs} + limits.max_mlp_measurements - 2) /
+            (limits.max_mlp_measurements - 1 > 0 ? limits.max_mlp_measurements - 1 : 1),
+        " (or 0 for one measurement after the last epoch)"));
   }
   return absl::OkStatus();
 }
@@ -278,6 +388,16 @@ v1::Progress::Phase PhaseToProto(core::Phase phase) {
       return v1::Progress::FEATURES;
     case core::Phase::kMetrics:
       return v1::Progress::METRICS;
+  }
+  return v1::Progress::PHASE_UNSPECIFIED;
+}
+
+v1::Progress::Phase MlpPhaseToProto(core::MlpPhase phase) {
+  switch (phase) {
+    case core::MlpPhase::kTrain:
+      return v1::Progress::TRAIN;
+    case core::MlpPhase::kMeasure:
+      return v1::Progress::MEASURE;
   }
   return v1::Progress::PHASE_UNSPECIFIED;
 }
@@ -342,6 +462,30 @@ v1::LayerReport LayerReportToProto(const core::LayerReport& report, int64_t outp
   return proto;
 }
 
+v1::NetworkReport NetworkReportToProto(const core::NetworkReport& report) {
+  v1::NetworkReport proto;
+  proto.set_epoch(report.epoch);
+  proto.set_train_loss(report.train_loss);
+  proto.set_train_accuracy(report.train_accuracy);
+  if (report.has_test) {
+    proto.set_test_accuracy(report.test_accuracy);
+    proto.set_test_loss(report.test_loss);
+  }
+  for (const core::NetworkLayerReport& layer : report.layers) {
+    v1::NetworkLayerReport* out = proto.add_layers();
+    out->set_layer(layer.layer);
+    out->set_output(layer.output);
+    *out->mutable_none() = CollapseMetricsToProto(layer.none);
+    *out->mutable_right() = CollapseMetricsToProto(layer.right);
+    if (layer.has_left()) *out->mutable_left() = CollapseMetricsToProto(layer.left);
+    out->set_nfa_correlation(layer.nfa_correlation);
+    out->set_nfa_correlation_raw(layer.nfa_correlation_raw);
+    for (double value : layer.top_singular_values) out->add_top_singular_values(value);
+  }
+  proto.set_seconds(report.seconds);
+  return proto;
+}
+
 int64_t DatasetBytes(int64_t rows, int64_t cols) { return 4 * rows * (cols + 1); }
 
 v1::FitEstimate FitEstimateToProto(const core::FitEstimate& estimate, const core::FitShape& shape,
@@ -353,6 +497,22 @@ v1::FitEstimate FitEstimateToProto(const core::FitEstimate& estimate, const core
   proto.set_flops(estimate.flops);
   *proto.mutable_phase_flops() = PhaseValuesToProto(estimate.phase_flops);
   proto.set_kernel_bytes(static_cast<int64_t>(std::ceil(estimate.kernel_matrix_bytes)));
+  proto.set_train_rows(shape.train_rows);
+  proto.set_test_rows(shape.test_rows);
+  proto.set_cols(shape.cols);
+  proto.set_num_classes(shape.num_classes);
+  proto.set_memory_budget_bytes(memory_budget_bytes);
+  proto.set_within_budget(memory_budget_bytes <= 0 || proto.memory_bytes() <= memory_budget_bytes);
+  return proto;
+}
+
+v1::FitEstimate MlpEstimateToProto(const core::MlpFitEstimate& estimate,
+                                   const core::FitShape& shape, int64_t memory_budget_bytes) {
+  v1::FitEstimate proto;
+  const double memory = estimate.peak_bytes + static_cast<double>(DatasetBytes(
+                                                  shape.train_rows + shape.test_rows, shape.cols));
+  proto.set_memory_bytes(static_cast<int64_t>(std::ceil(memory)));
+  proto.set_flops(estimate.flops);
   proto.set_train_rows(shape.train_rows);
   proto.set_test_rows(shape.test_rows);
   proto.set_cols(shape.cols);

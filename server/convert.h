@@ -18,6 +18,8 @@
 #include "absl/time/time.h"
 #include "core/config.h"
 #include "core/estimate.h"
+#include "core/mlp.h"
+#include "core/mlp_config.h"
 #include "core/report.h"
 #include "drfm/v1/common.pb.h"
 #include "drfm/v1/config.pb.h"
@@ -44,6 +46,9 @@ struct ServiceLimits {
   int max_rfm_iterations = 20;        // config.rfm_iterations; the API allows up to 50
   int64_t max_train_rows = 100000;    // rows of the training slice
   int64_t max_test_rows = 100000;     // rows of the test slice
+  // Measurements (NetworkReports) of one MLP fit: each is stored in the job and as an event, so
+  // epochs / measure_every is bounded. The API allows up to 100001.
+  int max_mlp_measurements = 1000;
 
   // InvalidArgument when a limit is below 1 or above the API's range.
   absl::Status Validate() const;
@@ -67,6 +72,20 @@ v1::FitConfig FitConfigToProto(const core::FitConfig& config);
 // otherwise.
 absl::Status CheckServiceLimits(const core::FitConfig& config, const ServiceLimits& limits);
 
+// The core MLP configuration `proto` asks for: unset fields take core::MlpConfig's defaults, an
+// unset seed becomes `seed_if_unset`. InvalidArgument for a value core::MlpConfig::Validate
+// rejects, naming the field as "config.<field>".
+absl::StatusOr<core::MlpConfig> MlpConfigFromProto(const v1::MlpConfig& proto,
+                                                   uint64_t seed_if_unset);
+
+// The resolved message of `config`, every field set. MlpConfigFromProto(MlpConfigToProto(c), _)
+// == c.
+v1::MlpConfig MlpConfigToProto(const core::MlpConfig& config);
+
+// OK when `config` is within `limits` (the number of measurements it takes); InvalidArgument
+// naming the fields and the limit otherwise.
+absl::Status CheckMlpServiceLimits(const core::MlpConfig& config, const ServiceLimits& limits);
+
 // OK when `slice` is usable as the request field `field` ("train", "test"): a non-empty dataset,
 // limit >= 0 and offset >= 0 (whether offset is below the dataset's rows is checked once the
 // dataset is known). InvalidArgument otherwise.
@@ -74,14 +93,21 @@ absl::Status ValidateSlice(const v1::DatasetSlice& slice, std::string_view field
 
 // True when the request names a test slice (a non-empty test.dataset).
 bool HasTestSlice(const v1::SubmitFitRequest& request);
+bool HasTestSlice(const v1::SubmitMlpFitRequest& request);
 
 // Checks of a SubmitFitRequest that need no dataset and no config conversion: train (required)
 // and test (optional) slices, model_name (empty, or a valid name: ValidateName), request_id
 // length, priority range and labels. InvalidArgument naming the field otherwise.
 absl::Status ValidateSubmitFitRequest(const v1::SubmitFitRequest& request);
+// The same checks of a SubmitMlpFitRequest (its config is checked by MlpConfigFromProto).
+absl::Status ValidateSubmitMlpFitRequest(const v1::SubmitMlpFitRequest& request);
+// Checks of a SubmitAnalysisRequest that need no store: model (required, a valid name), version
+// (>= 1 when set), data (a required slice), request_id, priority and labels as for SubmitFit.
+absl::Status ValidateSubmitAnalysisRequest(const v1::SubmitAnalysisRequest& request);
 
 // Enum conversions of what a fit reports.
 v1::Progress::Phase PhaseToProto(core::Phase phase);
+v1::Progress::Phase MlpPhaseToProto(core::MlpPhase phase);
 v1::CollapseMetrics CollapseMetricsToProto(const core::CollapseMetrics& metrics);
 v1::PhaseValues PhaseValuesToProto(const std::array<double, core::kNumPhases>& values);
 
@@ -96,6 +122,10 @@ std::vector<int64_t> LayerDims(const core::FitConfig& config, int64_t input_cols
 // test_accuracy is set only when the report has a test measurement.
 v1::LayerReport LayerReportToProto(const core::LayerReport& report, int64_t output_dim);
 
+// `report` as a message: test_accuracy and test_loss only when the report has a test
+// measurement, `left` only for hidden layers. Undefined metrics stay NaN.
+v1::NetworkReport NetworkReportToProto(const core::NetworkReport& report);
+
 // Bytes of the float32 features and int32 labels of `rows` x `cols` (a loaded slice in memory).
 int64_t DatasetBytes(int64_t rows, int64_t cols);
 
@@ -104,6 +134,12 @@ int64_t DatasetBytes(int64_t rows, int64_t cols);
 // is within it.
 v1::FitEstimate FitEstimateToProto(const core::FitEstimate& estimate, const core::FitShape& shape,
                                    int64_t memory_budget_bytes);
+
+// The estimate message of an MLP fit or analysis: memory_bytes = estimate.peak_bytes + the loaded
+// slices, flops, the shapes, the budget and whether the memory is within it; kernel_bytes 0 and
+// no phase_flops (an MLP has no kernel matrix or Deep RFM phases).
+v1::FitEstimate MlpEstimateToProto(const core::MlpFitEstimate& estimate,
+                                   const core::FitShape& shape, int64_t memory_budget_bytes);
 
 // "12.3 GB" (decimal gigabytes, as admission messages give them); below 0.1 GB two significant
 // digits ("0.017 GB").

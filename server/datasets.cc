@@ -109,6 +109,8 @@ absl::StatusOr<v1::Dataset> DatasetResolver::Describe(std::string_view dataset) 
     return info;
   }
   if (IsBuiltinName(dataset)) return UnknownDataset(dataset);
+  // Anything else is an upload's id or name: refuse what none can be (a path, a NUL byte, ...).
+  DRFM_RETURN_IF_ERROR(ValidateName("dataset", dataset));
   absl::StatusOr<v1::Dataset> stored = store_->GetDataset(dataset);
   if (absl::IsNotFound(stored.status())) return UnknownDataset(dataset);
   return stored;

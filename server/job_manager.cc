@@ -3,13 +3,17 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <functional>
 #include <iterator>
 #include <utility>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/estimate.h"
 #include "core/fit.h"
+#include "core/mlp.h"
+#include "core/mlp_model.h"
 #include "core/model.h"
 #include "core/status.h"
 
@@ -127,6 +131,29 @@ absl::Status PublishLocked(Store* store, JobRecord& record, v1::Job job,
   return absl::OkStatus();
 }
 
+// PublishLocked for a state change that must not be lost while a worker holds the job (the start
+// and the end of a run). When the Store fails (a full disk, a database another process locked)
+// it is retried with backoff, record.mu released while waiting, until it succeeds or `give_up()`
+// (called without record.mu) says the manager is stopping: a job is never left RUNNING in the
+// Store with no worker to finish it. Returns the last error when it gives up.
+absl::Status PublishPatientlyLocked(Store* store, JobRecord& record, const v1::Job& job,
+                                    const std::vector<v1::JobEvent>& events,
+                                    const std::function<bool()>& give_up)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(record.mu) {
+  absl::Duration backoff = absl::Milliseconds(100);
+  for (;;) {
+    absl::Status status = PublishLocked(store, record, job, events);
+    if (status.ok()) return status;
+    LogError(status, absl::StrCat("cannot record the state of job ", record.id, "; retrying"));
+    record.mu.Unlock();
+    const bool stop = give_up();
+    if (!stop) absl::SleepFor(backoff);
+    record.mu.Lock();
+    if (stop) return status;
+    backoff = std::min(2 * backoff, absl::Seconds(5));
+  }
+}
+
 // Appends one event without changing the stored job (Progress), then publishes it.
 absl::Status AppendLocked(Store* store, JobRecord& record, v1::JobEvent event)
     ABSL_EXCLUSIVE_LOCKS_REQUIRED(record.mu) {
@@ -157,6 +184,17 @@ void ResetForRequeue(v1::Job& job) {
   job.clear_end_time();
   job.clear_error();
   job.clear_model();
+}
+
+// The answer to a repeated submission whose request_id and request bytes match `earlier`: that
+// job, if it is of the submitted `kind`. Requests of different kinds can serialize to the same
+// bytes (e.g. only `train` set), so a job of another kind is a request_id clash.
+absl::StatusOr<v1::Job> RepeatOf(v1::Job earlier, v1::Job::Kind kind) {
+  if (earlier.kind() == kind) return earlier;
+  return absl::AlreadyExistsError(absl::StrCat(
+      "request_id \"", absl::CHexEscape(earlier.request_id()), "\" was already used by job ",
+      earlier.id(), " (a ", v1::Job::Kind_Name(earlier.kind()),
+      " job) for a different request; use a new request_id"));
 }
 
 absl::Status RequireJobId(std::string_view job_id) {
@@ -302,18 +340,80 @@ absl::StatusOr<std::optional<v1::JobEvent>> JobWatch::Next(absl::Duration timeou
   }
 }
 
-// FitRun: the observer of one running Deep RFM fit. Publishes its layer reports and throttled
-// progress, and tells the fit to stop when the job is cancelled, runs out of time or cannot be
-// recorded.
+// RunMonitor: what the observers of every kind of run share. It publishes the run's report
+// events and throttled progress, and tells the run to stop when the job is cancelled, runs out
+// of time or cannot be recorded. Used on the running worker's thread only.
+class JobManager::RunMonitor {
+ public:
+  RunMonitor(JobManager* manager, std::shared_ptr<JobRecord> record, absl::Time deadline)
+      : manager_(manager), record_(std::move(record)), deadline_(deadline) {}
+
+  // False when the run must stop (asked to, or past its deadline, which asks it to).
+  bool Continue(absl::Time now) {
+    if (now > deadline_) record_->RequestStop(StopReason::kTimeout);
+    return record_->stop_reason() == StopReason::kNone;
+  }
+
+  // Stores `event` with the job as `update` changes it, and publishes it. False (and the run
+  // asked to stop) when the Store fails.
+  template <typename Update>
+  bool Publish(v1::JobEvent event, absl::Time now, Update update) {
+    absl::MutexLock lock(&record_->mu);
+    v1::Job job = record_->job;
+    update(job);
+    absl::Status status = PublishLocked(manager_->store_, *record_, std::move(job), {event});
+    if (!status.ok()) return Fail(std::move(status));
+    last_event_ = now;
+    return true;
+  }
+
+  // Appends a Progress event, unless one was sent less than progress_interval ago for the same
+  // `step` (the same layer and phase), or less than phase_change_interval ago for a new one.
+  // False (and the run asked to stop) when the Store fails.
+  bool Progress(absl::Time now, std::pair<int, int> step, v1::Progress progress) {
+    const bool changed = step != last_step_;
+    const absl::Duration since = now - last_event_;
+    const JobManagerOptions& options = manager_->options_;
+    if (since < options.progress_interval &&
+        !(changed && since >= options.phase_change_interval)) {
+      return true;
+    }
+    last_event_ = now;
+    last_step_ = step;
+    v1::JobEvent event;
+    *event.mutable_time() = ToProtoTime(now);
+    *event.mutable_progress() = std::move(progress);
+    absl::MutexLock lock(&record_->mu);
+    absl::Status status = AppendLocked(manager_->store_, *record_, std::move(event));
+    if (!status.ok()) return Fail(std::move(status));
+    return true;
+  }
+
+  // The Store error that made the monitor stop the run; OK when there was none.
+  const absl::Status& store_error() const { return store_error_; }
+  JobManagerListener* listener() const { return manager_->options_.listener; }
+
+ private:
+  bool Fail(absl::Status status) {
+    store_error_ = std::move(status);
+    record_->RequestStop(StopReason::kStoreError);
+    return false;
+  }
+
+  JobManager* const manager_;
+  const std::shared_ptr<JobRecord> record_;
+  const absl::Time deadline_;
+  absl::Time last_event_ = absl::InfinitePast();
+  std::pair<int, int> last_step_ = {-1, -1};
+  absl::Status store_error_;
+};
+
+// FitRun: the observer of one running Deep RFM fit: its layer reports and progress.
 class JobManager::FitRun final : public core::FitObserver {
  public:
   FitRun(JobManager* manager, std::shared_ptr<JobRecord> record, const core::FitConfig& config,
          int64_t input_cols, absl::Time deadline)
-      : manager_(manager),
-        record_(std::move(record)),
-        config_(config),
-        input_cols_(input_cols),
-        deadline_(deadline) {}
+      : monitor_(manager, std::move(record), deadline), config_(config), input_cols_(input_cols) {}
 
   Action OnLayer(const core::LayerReport& report) override {
     const absl::Time now = absl::Now();
@@ -321,72 +421,91 @@ class JobManager::FitRun final : public core::FitObserver {
     *event.mutable_time() = ToProtoTime(now);
     *event.mutable_layer_report() =
         LayerReportToProto(report, LayerOutputDim(config_, input_cols_, report.layer));
-    {
-      absl::MutexLock lock(&record_->mu);
-      v1::Job job = record_->job;
+    const bool stored = monitor_.Publish(event, now, [&](v1::Job& job) {
       *job.add_reports() = event.layer_report();
       job.set_layers_done(report.layer);
-      absl::Status status = PublishLocked(manager_->store_, *record_, std::move(job), {event});
-      if (!status.ok()) return Fail(std::move(status));
-    }
-    if (JobManagerListener* listener = manager_->options_.listener) {
+    });
+    if (!stored) return Action::kStop;
+    if (JobManagerListener* listener = monitor_.listener()) {
       for (int p = 0; p < core::kNumPhases; ++p) {
         listener->OnPhaseSeconds(PhaseToProto(static_cast<core::Phase>(p)),
                                  report.phase_seconds[p]);
       }
     }
-    last_event_ = now;
-    return Check(now);
+    return monitor_.Continue(now) ? Action::kContinue : Action::kStop;
   }
 
   Action OnProgress(int layer, core::Phase phase, double fraction) override {
     const absl::Time now = absl::Now();
-    if (Check(now) == Action::kStop) return Action::kStop;
-    const bool changed = layer != last_layer_ || phase != last_phase_;
-    const absl::Duration since = now - last_event_;
-    if (since < manager_->options_.progress_interval &&
-        !(changed && since >= manager_->options_.phase_change_interval)) {
-      return Action::kContinue;
-    }
-    last_event_ = now;
-    last_layer_ = layer;
-    last_phase_ = phase;
-    v1::JobEvent event;
-    *event.mutable_time() = ToProtoTime(now);
-    v1::Progress* progress = event.mutable_progress();
-    progress->set_layer(layer);
-    progress->set_phase(PhaseToProto(phase));
-    progress->set_fraction(fraction);
-    absl::MutexLock lock(&record_->mu);
-    absl::Status status = AppendLocked(manager_->store_, *record_, std::move(event));
-    if (!status.ok()) return Fail(std::move(status));
-    return Action::kContinue;
+    if (!monitor_.Continue(now)) return Action::kStop;
+    v1::Progress progress;
+    progress.set_layer(layer);
+    progress.set_phase(PhaseToProto(phase));
+    progress.set_fraction(fraction);
+    return monitor_.Progress(now, {layer, static_cast<int>(phase)}, std::move(progress))
+               ? Action::kContinue
+               : Action::kStop;
   }
 
-  // The Store error that made the observer stop the fit; OK when there was none.
-  const absl::Status& store_error() const { return store_error_; }
+  const absl::Status& store_error() const { return monitor_.store_error(); }
 
  private:
-  Action Check(absl::Time now) {
-    if (now > deadline_) record_->RequestStop(StopReason::kTimeout);
-    return record_->stop_reason() == StopReason::kNone ? Action::kContinue : Action::kStop;
-  }
-
-  Action Fail(absl::Status status) {
-    store_error_ = std::move(status);
-    record_->RequestStop(StopReason::kStoreError);
-    return Action::kStop;
-  }
-
-  JobManager* const manager_;
-  const std::shared_ptr<JobRecord> record_;
+  RunMonitor monitor_;
   const core::FitConfig config_;
   const int64_t input_cols_;
-  const absl::Time deadline_;
-  absl::Time last_event_ = absl::InfinitePast();
-  int last_layer_ = -1;
-  core::Phase last_phase_ = core::Phase::kKernel;
-  absl::Status store_error_;
+};
+
+// MlpRun: the observer of one running MLP fit or analysis: its NetworkReports (an analysis
+// publishes its single report itself, through PublishReport) and progress.
+class JobManager::MlpRun final : public core::MlpObserver {
+ public:
+  MlpRun(JobManager* manager, std::shared_ptr<JobRecord> record, absl::Time deadline)
+      : monitor_(manager, std::move(record), deadline) {}
+
+  Action OnReport(const core::NetworkReport& report) override {
+    const absl::Time now = absl::Now();
+    if (!PublishReport(report, now)) return Action::kStop;
+    return monitor_.Continue(now) ? Action::kContinue : Action::kStop;
+  }
+
+  Action OnProgress(const core::MlpProgress& p) override {
+    const absl::Time now = absl::Now();
+    if (!monitor_.Continue(now)) return Action::kStop;
+    v1::Progress progress;
+    progress.set_layer(p.layer);
+    progress.set_phase(MlpPhaseToProto(p.phase));
+    progress.set_fraction(p.fraction);
+    progress.set_epoch(p.epoch);
+    return monitor_.Progress(now, {p.layer, static_cast<int>(p.phase)}, std::move(progress))
+               ? Action::kContinue
+               : Action::kStop;
+  }
+
+  // Stores `report` in Job.network_reports (layers_done counts them) and as an event. False when
+  // the Store failed.
+  bool PublishReport(const core::NetworkReport& report, absl::Time now) {
+    v1::JobEvent event;
+    *event.mutable_time() = ToProtoTime(now);
+    *event.mutable_network_report() = NetworkReportToProto(report);
+    const bool stored = monitor_.Publish(event, now, [&](v1::Job& job) {
+      *job.add_network_reports() = event.network_report();
+      job.set_layers_done(job.network_reports_size());
+    });
+    if (!stored) return false;
+    measure_seconds_ += report.seconds;
+    if (JobManagerListener* listener = monitor_.listener()) {
+      listener->OnPhaseSeconds(v1::Progress::MEASURE, report.seconds);
+    }
+    return true;
+  }
+
+  const absl::Status& store_error() const { return monitor_.store_error(); }
+  // Seconds spent in the measurements published so far.
+  double measure_seconds() const { return measure_seconds_; }
+
+ private:
+  RunMonitor monitor_;
+  double measure_seconds_ = 0;
 };
 
 // JobManager.
@@ -422,18 +541,52 @@ absl::Status JobManager::Start() {
 absl::Status JobManager::RecoverJobs() {
   DRFM_ASSIGN_OR_RETURN(const std::vector<v1::Job> interrupted,
                         ListAllJobs(store_, v1::Job::RUNNING));
+  const absl::Time now = absl::Now();
   for (const v1::Job& found : interrupted) {
     v1::Job job = found;
-    ResetForRequeue(job);
-    v1::JobEvent event = StateChangeEvent(v1::Job::QUEUED, v1::Job::RUNNING, absl::Now());
-    event.mutable_state_change()->set_error(
-        "the server stopped while the job was running; it was queued again and starts over "
-        "from layer 1");
+    v1::JobEvent event;
+    // A job whose model is stored finished its work before the crash (the model is stored
+    // last): it succeeded, and running it again would only repeat it. A job whose cancel was
+    // acknowledged stays cancelled. Any other starts over.
+    DRFM_ASSIGN_OR_RETURN(const std::optional<v1::Model> model, store_->FindModelOfJob(job.id()));
+    DRFM_ASSIGN_OR_RETURN(const bool cancel_requested, store_->CancelRequested(job.id()));
+    if (model.has_value()) {
+      job.set_state(v1::Job::SUCCEEDED);
+      *job.mutable_end_time() = ToProtoTime(now);
+      job.mutable_model()->set_name(model->name());
+      job.mutable_model()->set_version(model->version());
+      event = StateChangeEvent(v1::Job::SUCCEEDED, v1::Job::RUNNING, now);
+      *event.mutable_state_change()->mutable_model() = job.model();
+    } else if (cancel_requested) {
+      job.set_state(v1::Job::CANCELLED);
+      *job.mutable_end_time() = ToProtoTime(now);
+      job.set_error("cancelled by a CancelJob request; the server stopped before the job did");
+      event = StateChangeEvent(v1::Job::CANCELLED, v1::Job::RUNNING, now);
+      event.mutable_state_change()->set_error(job.error());
+    } else {
+      ResetForRequeue(job);
+      event = StateChangeEvent(v1::Job::QUEUED, v1::Job::RUNNING, now);
+      event.mutable_state_change()->set_error(
+          "the server stopped while the job was running; it was queued again and starts over "
+          "from the beginning (layer 1, or epoch 0 of an MLP)");
+    }
     DRFM_RETURN_IF_ERROR(store_->UpdateJob(job, {event}).status());
   }
   DRFM_ASSIGN_OR_RETURN(const std::vector<v1::Job> queued, ListAllJobs(store_, v1::Job::QUEUED));
   absl::MutexLock lock(&mu_);
   for (const v1::Job& job : queued) {
+    // Cancelled as a worker took it, before it was recorded RUNNING.
+    DRFM_ASSIGN_OR_RETURN(const bool cancel_requested, store_->CancelRequested(job.id()));
+    if (cancel_requested) {
+      v1::Job cancelled = job;
+      cancelled.set_state(v1::Job::CANCELLED);
+      *cancelled.mutable_end_time() = ToProtoTime(now);
+      cancelled.set_error("cancelled by a CancelJob request before it started");
+      v1::JobEvent event = StateChangeEvent(v1::Job::CANCELLED, v1::Job::QUEUED, now);
+      event.mutable_state_change()->set_error(cancelled.error());
+      DRFM_RETURN_IF_ERROR(store_->UpdateJob(cancelled, {event}).status());
+      continue;
+    }
     auto record = std::make_shared<JobRecord>(job);
     records_[record->id] = record;
     EnqueueLocked(record);
@@ -518,17 +671,13 @@ bool JobManager::HasActiveRequestIdLocked(const std::string& request_id) const {
 
 // Submission.
 
-absl::StatusOr<JobManager::PreparedFit> JobManager::PrepareFit(
-    const v1::SubmitFitRequest& request) {
-  DRFM_RETURN_IF_ERROR(ValidateSubmitFitRequest(request));
-  DRFM_ASSIGN_OR_RETURN(const core::FitConfig config,
-                        FitConfigFromProto(request.config(), DrawSeed()));
-  DRFM_RETURN_IF_ERROR(CheckServiceLimits(config, options_.limits));
-  DRFM_ASSIGN_OR_RETURN(const SliceShape train, datasets_->DescribeSlice(request.train(), "train"));
-  const bool has_test = HasTestSlice(request);
+absl::StatusOr<core::FitShape> JobManager::DescribeFitSlices(const v1::DatasetSlice& train_slice,
+                                                             const v1::DatasetSlice* test_slice) {
+  DRFM_ASSIGN_OR_RETURN(const SliceShape train, datasets_->DescribeSlice(train_slice, "train"));
+  const bool has_test = test_slice != nullptr;
   SliceShape test;
   if (has_test) {
-    DRFM_ASSIGN_OR_RETURN(test, datasets_->DescribeSlice(request.test(), "test"));
+    DRFM_ASSIGN_OR_RETURN(test, datasets_->DescribeSlice(*test_slice, "test"));
   }
   const ServiceLimits& limits = options_.limits;
   if (train.rows > limits.max_train_rows) {
@@ -564,6 +713,18 @@ absl::StatusOr<JobManager::PreparedFit> JobManager::PrepareFit(
   shape.test_rows = has_test ? test.rows : 0;
   shape.cols = train.cols;
   shape.num_classes = train.num_classes;
+  return shape;
+}
+
+absl::StatusOr<JobManager::PreparedFit> JobManager::PrepareFit(
+    const v1::SubmitFitRequest& request) {
+  DRFM_RETURN_IF_ERROR(ValidateSubmitFitRequest(request));
+  DRFM_ASSIGN_OR_RETURN(const core::FitConfig config,
+                        FitConfigFromProto(request.config(), DrawSeed()));
+  DRFM_RETURN_IF_ERROR(CheckServiceLimits(config, options_.limits));
+  const bool has_test = HasTestSlice(request);
+  DRFM_ASSIGN_OR_RETURN(const core::FitShape shape,
+                        DescribeFitSlices(request.train(), has_test ? &request.test() : nullptr));
   DRFM_ASSIGN_OR_RETURN(const core::FitEstimate estimate, core::EstimateFit(config, shape));
 
   PreparedFit prepared;
@@ -583,6 +744,105 @@ absl::StatusOr<JobManager::PreparedFit> JobManager::PrepareFit(
   return prepared;
 }
 
+absl::StatusOr<JobManager::PreparedFit> JobManager::PrepareMlpFit(
+    const v1::SubmitMlpFitRequest& request) {
+  DRFM_RETURN_IF_ERROR(ValidateSubmitMlpFitRequest(request));
+  DRFM_ASSIGN_OR_RETURN(const core::MlpConfig config,
+                        MlpConfigFromProto(request.config(), DrawSeed()));
+  DRFM_RETURN_IF_ERROR(CheckMlpServiceLimits(config, options_.limits));
+  const bool has_test = HasTestSlice(request);
+  DRFM_ASSIGN_OR_RETURN(const core::FitShape shape,
+                        DescribeFitSlices(request.train(), has_test ? &request.test() : nullptr));
+  DRFM_ASSIGN_OR_RETURN(const core::MlpFitEstimate estimate, core::EstimateMlpFit(config, shape));
+
+  PreparedFit prepared;
+  prepared.estimate = MlpEstimateToProto(estimate, shape, options_.memory_budget_bytes);
+  v1::Job& job = prepared.job;
+  job.set_kind(v1::Job::MLP);
+  job.set_state(v1::Job::QUEUED);
+  *job.mutable_mlp_config() = MlpConfigToProto(config);
+  *job.mutable_train() = request.train();
+  if (has_test) *job.mutable_test() = request.test();
+  job.set_priority(request.priority());
+  *job.mutable_labels() = request.labels();
+  job.set_request_id(request.request_id());
+  job.set_model_name(request.model_name());
+  job.set_layers_total(estimate.measurements);
+  *job.mutable_estimate() = prepared.estimate;
+  return prepared;
+}
+
+absl::StatusOr<JobManager::PreparedFit> JobManager::PrepareAnalysis(
+    const v1::SubmitAnalysisRequest& request) {
+  DRFM_RETURN_IF_ERROR(ValidateSubmitAnalysisRequest(request));
+  const int64_t version = request.has_version() ? request.version() : 0;
+  absl::StatusOr<v1::Model> model = store_->GetModel(request.model(), version);
+  if (!model.ok()) {
+    if (!absl::IsNotFound(model.status())) return model.status();
+    if (version > 0 && store_->GetModel(request.model(), 0).ok()) {
+      return absl::NotFoundError(absl::StrCat("model ", request.model(), " has no version ",
+                                              version, "; list its versions with ListModels"));
+    }
+    return absl::NotFoundError(absl::StrCat(
+        "model ", request.model(), " does not exist; train one with SubmitMlpFit or import one "
+        "with ImportModel (ListModels shows the stored models)"));
+  }
+  if (model->kind() != v1::Model::MLP) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model ", model->name(), " v", model->version(), " is a ",
+        v1::Model::Kind_Name(model->kind()),
+        " model; SubmitAnalysis measures MLPs only (Model.kind MLP, trained with SubmitMlpFit "
+        "or imported with ImportModel)"));
+  }
+  DRFM_ASSIGN_OR_RETURN(const SliceShape data, datasets_->DescribeSlice(request.data(), "data"));
+  if (data.cols != model->input_dim()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "data.dataset ", data.dataset.name(), " has ", data.cols, " columns but model ",
+        model->name(), " v", model->version(), " takes ", model->input_dim(),
+        " input features; measure it on data of its input dimension"));
+  }
+  if (data.num_classes != model->classes()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "data.dataset ", data.dataset.name(), " has ", data.num_classes, " classes but model ",
+        model->name(), " v", model->version(), " has ", model->classes(),
+        " outputs; the labels of the data must be the model's classes"));
+  }
+  if (data.rows > options_.limits.max_train_rows) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "data has ", data.rows, " rows; this server measures at most ",
+        options_.limits.max_train_rows, " rows: set data.limit to at most ",
+        options_.limits.max_train_rows));
+  }
+  if (data.rows < model->classes()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "data has ", data.rows, " rows but the model has ", model->classes(),
+        " classes; the collapse metrics need every class present: raise data.limit"));
+  }
+  const std::vector<int64_t> layer_dims(model->layer_dims().begin(), model->layer_dims().end());
+  DRFM_ASSIGN_OR_RETURN(
+      const core::MlpFitEstimate estimate,
+      core::EstimateMlpAnalysis(data.rows, data.cols, layer_dims, model->classes()));
+  core::FitShape shape;
+  shape.train_rows = data.rows;
+  shape.cols = data.cols;
+  shape.num_classes = model->classes();
+
+  PreparedFit prepared;
+  prepared.estimate = MlpEstimateToProto(estimate, shape, options_.memory_budget_bytes);
+  v1::Job& job = prepared.job;
+  job.set_kind(v1::Job::ANALYSIS);
+  job.set_state(v1::Job::QUEUED);
+  job.mutable_analyzed_model()->set_name(model->name());
+  job.mutable_analyzed_model()->set_version(model->version());
+  *job.mutable_data() = request.data();
+  job.set_priority(request.priority());
+  *job.mutable_labels() = request.labels();
+  job.set_request_id(request.request_id());
+  job.set_layers_total(1);
+  *job.mutable_estimate() = prepared.estimate;
+  return prepared;
+}
+
 absl::StatusOr<v1::FitEstimate> JobManager::EstimateFit(const v1::SubmitFitRequest& request) {
   DRFM_ASSIGN_OR_RETURN(PreparedFit prepared, PrepareFit(request));
   return std::move(prepared.estimate);
@@ -590,6 +850,10 @@ absl::StatusOr<v1::FitEstimate> JobManager::EstimateFit(const v1::SubmitFitReque
 
 absl::StatusOr<v1::Job> JobManager::SubmitFit(const v1::SubmitFitRequest& request) {
   DRFM_RETURN_IF_ERROR(CheckAccepting());
+  DRFM_ASSIGN_OR_RETURN(std::optional<v1::Job> earlier,
+                        store_->FindJobByRequest(request.request_id(), request));
+  // A repeat: whatever changed since (its dataset, the queue).
+  if (earlier.has_value()) return RepeatOf(*std::move(earlier), v1::Job::DEEP_RFM);
   DRFM_ASSIGN_OR_RETURN(PreparedFit prepared, PrepareFit(request));
   if (!prepared.estimate.within_budget()) {
     const v1::FitEstimate& e = prepared.estimate;
@@ -606,12 +870,40 @@ absl::StatusOr<v1::Job> JobManager::SubmitFit(const v1::SubmitFitRequest& reques
 }
 
 absl::StatusOr<v1::Job> JobManager::SubmitMlpFit(const v1::SubmitMlpFitRequest& request) {
-  return absl::UnimplementedError(
-      "MLP fits are not available on this server yet; use SubmitFit for a Deep RFM");
+  DRFM_RETURN_IF_ERROR(CheckAccepting());
+  DRFM_ASSIGN_OR_RETURN(std::optional<v1::Job> earlier,
+                        store_->FindJobByRequest(request.request_id(), request));
+  // A repeat: whatever changed since (its dataset, the queue).
+  if (earlier.has_value()) return RepeatOf(*std::move(earlier), v1::Job::MLP);
+  DRFM_ASSIGN_OR_RETURN(PreparedFit prepared, PrepareMlpFit(request));
+  if (!prepared.estimate.within_budget()) {
+    const v1::FitEstimate& e = prepared.estimate;
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the MLP fit needs an estimated ", FormatGigabytes(static_cast<double>(e.memory_bytes())),
+        " of memory, more than this server's budget of ",
+        FormatGigabytes(static_cast<double>(e.memory_budget_bytes())),
+        " per job; use fewer training rows (train.limit) or test rows, a smaller config.width "
+        "or config.depth"));
+  }
+  return Enqueue(std::move(prepared.job), request);
 }
 
 absl::StatusOr<v1::Job> JobManager::SubmitAnalysis(const v1::SubmitAnalysisRequest& request) {
-  return absl::UnimplementedError("MLP analyses are not available on this server yet");
+  DRFM_RETURN_IF_ERROR(CheckAccepting());
+  DRFM_ASSIGN_OR_RETURN(std::optional<v1::Job> earlier,
+                        store_->FindJobByRequest(request.request_id(), request));
+  // A repeat: whatever changed since (its dataset, the queue).
+  if (earlier.has_value()) return RepeatOf(*std::move(earlier), v1::Job::ANALYSIS);
+  DRFM_ASSIGN_OR_RETURN(PreparedFit prepared, PrepareAnalysis(request));
+  if (!prepared.estimate.within_budget()) {
+    const v1::FitEstimate& e = prepared.estimate;
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the analysis needs an estimated ", FormatGigabytes(static_cast<double>(e.memory_bytes())),
+        " of memory, more than this server's budget of ",
+        FormatGigabytes(static_cast<double>(e.memory_budget_bytes())),
+        " per job; measure fewer rows (data.limit)"));
+  }
+  return Enqueue(std::move(prepared.job), request);
 }
 
 absl::StatusOr<v1::Job> JobManager::Enqueue(v1::Job job, const google::protobuf::Message& request) {
@@ -635,7 +927,7 @@ absl::StatusOr<v1::Job> JobManager::Enqueue(v1::Job job, const google::protobuf:
     // Under mu_, so that a job is never in the Store as QUEUED without being in the queue while
     // the manager runs (Watch and CancelJob rely on it).
     DRFM_ASSIGN_OR_RETURN(CreateJobResult created, store_->CreateJob(job, request, {event}));
-    if (!created.created) return std::move(created.job);
+    if (!created.created) return RepeatOf(std::move(created.job), job.kind());
     result = created.job;
     record = std::make_shared<JobRecord>(std::move(created.job));
     records_[record->id] = record;
@@ -685,9 +977,9 @@ void JobManager::RunJob(const std::shared_ptr<JobRecord>& record) {
     job = record->job;
     job.set_state(v1::Job::RUNNING);
     *job.mutable_start_time() = ToProtoTime(start);
-    absl::Status status =
-        PublishLocked(store_, *record, job,
-                      {StateChangeEvent(v1::Job::RUNNING, v1::Job::QUEUED, start)});
+    absl::Status status = PublishPatientlyLocked(
+        store_, *record, job, {StateChangeEvent(v1::Job::RUNNING, v1::Job::QUEUED, start)},
+        [this] { return !accepting(); });
     if (!status.ok()) {
       // Still QUEUED in the Store: the next Start runs it.
       LogError(status, absl::StrCat("cannot start job ", record->id));
@@ -701,58 +993,88 @@ void JobManager::RunJob(const std::shared_ptr<JobRecord>& record) {
         record->kind, absl::ToDoubleSeconds(start - FromProtoTime(job.create_time())));
   }
   Outcome outcome;
-  if (record->kind == v1::Job::DEEP_RFM) {
-    outcome = RunDeepRfm(record, job);
-  } else {
-    // Extension point: MLP and ANALYSIS runners go here.
-    outcome.error = absl::StrCat("this server cannot run ", v1::Job::Kind_Name(record->kind),
-                                 " jobs yet; resubmit it to a server that supports them");
+  switch (record->kind) {
+    case v1::Job::DEEP_RFM:
+      outcome = RunDeepRfm(record, job);
+      break;
+    case v1::Job::MLP:
+      outcome = RunMlp(record, job);
+      break;
+    case v1::Job::ANALYSIS:
+      outcome = RunAnalysis(record, job);
+      break;
+    default:
+      outcome.error = absl::StrCat("this server cannot run jobs of kind ", record->kind,
+                                   "; resubmit it to a server that supports them");
+      break;
   }
   Finish(record, std::move(outcome));
 }
 
+JobManager::Outcome JobManager::Stopped(const JobRecord& record, std::string_view during,
+                                        std::string_view reduce) const {
+  Outcome stop;
+  switch (record.stop_reason()) {
+    case StopReason::kCancel:
+      stop.state = v1::Job::CANCELLED;
+      stop.error = absl::StrCat("cancelled by a CancelJob request ", AsAbsl(during));
+      break;
+    case StopReason::kShutdown:
+      stop.requeue = true;
+      break;
+    case StopReason::kTimeout:
+      stop.error = absl::StrCat("the job ran longer than this server's limit of ",
+                                absl::FormatDuration(options_.max_job_runtime),
+                                " per job and was stopped; ", AsAbsl(reduce));
+      break;
+    case StopReason::kStoreError:
+    case StopReason::kNone:
+      stop.error = absl::StrCat("the job stopped ", AsAbsl(during));
+      break;
+  }
+  return stop;
+}
+
+absl::Time JobManager::RunDeadline(const v1::Job& job) const {
+  return options_.max_job_runtime == absl::InfiniteDuration()
+             ? absl::InfiniteFuture()
+             : FromProtoTime(job.start_time()) + options_.max_job_runtime;
+}
+
+absl::Status JobManager::LoadFitSlices(const v1::Job& job, core::Dataset* train,
+                                       std::optional<core::Dataset>* test) {
+  absl::StatusOr<core::Dataset> loaded = datasets_->Load(job.train(), "train");
+  if (!loaded.ok()) {
+    return absl::Status(loaded.status().code(),
+                        absl::StrCat("loading the training rows failed: ",
+                                     loaded.status().message()));
+  }
+  *train = *std::move(loaded);
+  if (!job.test().dataset().empty()) {
+    loaded = datasets_->Load(job.test(), "test");
+    if (!loaded.ok()) {
+      return absl::Status(loaded.status().code(),
+                          absl::StrCat("loading the test rows failed: ",
+                                       loaded.status().message()));
+    }
+    *test = *std::move(loaded);
+  }
+  return absl::OkStatus();
+}
+
 JobManager::Outcome JobManager::RunDeepRfm(const std::shared_ptr<JobRecord>& record,
                                            const v1::Job& job) {
+  constexpr std::string_view kReduce =
+      "use fewer training rows (train.limit), fewer layers or a smaller width";
   Outcome outcome;
-  auto stopped = [&](std::string_view during) {
-    Outcome stop;
-    switch (record->stop_reason()) {
-      case StopReason::kCancel:
-        stop.state = v1::Job::CANCELLED;
-        stop.error = absl::StrCat("cancelled by a CancelJob request ", AsAbsl(during));
-        break;
-      case StopReason::kShutdown:
-        stop.requeue = true;
-        break;
-      case StopReason::kTimeout:
-        stop.error = absl::StrCat(
-            "the fit ran longer than this server's limit of ",
-            absl::FormatDuration(options_.max_job_runtime),
-            " per job and was stopped; use fewer training rows (train.limit), fewer layers or a "
-            "smaller width");
-        break;
-      case StopReason::kStoreError:
-      case StopReason::kNone:
-        stop.error = absl::StrCat("the job stopped ", AsAbsl(during));
-        break;
-    }
-    return stop;
-  };
-  if (record->stop_reason() != StopReason::kNone) return stopped("before it started");
-
-  absl::StatusOr<core::Dataset> train = datasets_->Load(job.train(), "train");
-  if (!train.ok()) {
-    outcome.error = absl::StrCat("loading the training rows failed: ", train.status().message());
-    return outcome;
+  if (record->stop_reason() != StopReason::kNone) {
+    return Stopped(*record, "before it started", kReduce);
   }
+  core::Dataset train;
   std::optional<core::Dataset> test;
-  if (!job.test().dataset().empty()) {
-    absl::StatusOr<core::Dataset> loaded = datasets_->Load(job.test(), "test");
-    if (!loaded.ok()) {
-      outcome.error = absl::StrCat("loading the test rows failed: ", loaded.status().message());
-      return outcome;
-    }
-    test = *std::move(loaded);
+  if (absl::Status loaded = LoadFitSlices(job, &train, &test); !loaded.ok()) {
+    outcome.error = std::string(loaded.message());
+    return outcome;
   }
   // The config was resolved at submission, seed included.
   absl::StatusOr<core::FitConfig> config = FitConfigFromProto(job.config(), job.config().seed());
@@ -760,16 +1082,15 @@ JobManager::Outcome JobManager::RunDeepRfm(const std::shared_ptr<JobRecord>& rec
     outcome.error = absl::StrCat("the job's stored config is invalid: ", config.status().message());
     return outcome;
   }
-  if (record->stop_reason() != StopReason::kNone) return stopped("before it started");
+  if (record->stop_reason() != StopReason::kNone) {
+    return Stopped(*record, "before it started", kReduce);
+  }
 
-  const absl::Time deadline = options_.max_job_runtime == absl::InfiniteDuration()
-                                  ? absl::InfiniteFuture()
-                                  : FromProtoTime(job.start_time()) + options_.max_job_runtime;
-  FitRun observer(this, record, *config, train->cols(), deadline);
+  FitRun observer(this, record, *config, train.cols(), RunDeadline(job));
   core::FitOptions fit_options;
   fit_options.threads = options_.threads_per_fit;
   absl::StatusOr<core::FitResult> result = core::FitDeepRfm(
-      *train, test.has_value() ? &*test : nullptr, *config, &observer, fit_options);
+      train, test.has_value() ? &*test : nullptr, *config, &observer, fit_options);
   if (!result.ok()) {
     if (!observer.store_error().ok()) {
       outcome.error = absl::StrCat("recording the job's progress failed: ",
@@ -782,8 +1103,10 @@ JobManager::Outcome JobManager::RunDeepRfm(const std::shared_ptr<JobRecord>& rec
         absl::MutexLock lock(&record->mu);
         layers_done = record->job.layers_done();
       }
-      return stopped(absl::StrCat("while running (after ", layers_done, " of ",
-                                  job.layers_total(), " layers)"));
+      return Stopped(*record,
+                     absl::StrCat("while running (after ", layers_done, " of ",
+                                  job.layers_total(), " layers)"),
+                     kReduce);
     }
     outcome.error = absl::StrCat("the fit failed: ", result.status().message());
     return outcome;
@@ -797,7 +1120,7 @@ JobManager::Outcome JobManager::RunDeepRfm(const std::shared_ptr<JobRecord>& rec
   model.set_layers(result->model.num_layers());
   *model.mutable_config() = job.config();
   model.set_job_id(job.id());
-  for (int64_t dim : LayerDims(*config, train->cols())) model.add_layer_dims(dim);
+  for (int64_t dim : LayerDims(*config, train.cols())) model.add_layer_dims(dim);
   model.set_standardize(config->standardize);
   absl::StatusOr<v1::Model> stored = store_->PutModel(model, result->model.Serialize());
   if (!stored.ok()) {
@@ -809,6 +1132,147 @@ JobManager::Outcome JobManager::RunDeepRfm(const std::shared_ptr<JobRecord>& rec
   ref.set_name(stored->name());
   ref.set_version(stored->version());
   outcome.model = ref;
+  return outcome;
+}
+
+JobManager::Outcome JobManager::RunMlp(const std::shared_ptr<JobRecord>& record,
+                                       const v1::Job& job) {
+  constexpr std::string_view kReduce =
+      "use fewer epochs (config.epochs), fewer training rows (train.limit) or a smaller "
+      "config.width";
+  Outcome outcome;
+  if (record->stop_reason() != StopReason::kNone) {
+    return Stopped(*record, "before it started", kReduce);
+  }
+  core::Dataset train;
+  std::optional<core::Dataset> test;
+  if (absl::Status loaded = LoadFitSlices(job, &train, &test); !loaded.ok()) {
+    outcome.error = std::string(loaded.message());
+    return outcome;
+  }
+  // The config was resolved at submission, seed included.
+  absl::StatusOr<core::MlpConfig> config =
+      MlpConfigFromProto(job.mlp_config(), job.mlp_config().seed());
+  if (!config.ok()) {
+    outcome.error = absl::StrCat("the job's stored config is invalid: ", config.status().message());
+    return outcome;
+  }
+  if (record->stop_reason() != StopReason::kNone) {
+    return Stopped(*record, "before it started", kReduce);
+  }
+
+  MlpRun observer(this, record, RunDeadline(job));
+  core::FitOptions fit_options;
+  fit_options.threads = options_.threads_per_fit;
+  absl::StatusOr<core::MlpFitResult> result = core::FitMlp(
+      train, test.has_value() ? &*test : nullptr, *config, &observer, fit_options);
+  if (!result.ok()) {
+    if (!observer.store_error().ok()) {
+      outcome.error = absl::StrCat("recording the job's progress failed: ",
+                                   observer.store_error().message());
+      return outcome;
+    }
+    if (absl::IsCancelled(result.status()) && record->stop_reason() != StopReason::kNone) {
+      int measurements = 0;
+      {
+        absl::MutexLock lock(&record->mu);
+        measurements = record->job.layers_done();
+      }
+      return Stopped(*record,
+                     absl::StrCat("while running (after ", measurements, " of ",
+                                  job.layers_total(), " measurements)"),
+                     kReduce);
+    }
+    outcome.error = absl::StrCat("the MLP fit failed: ", result.status().message());
+    return outcome;
+  }
+  if (JobManagerListener* listener = options_.listener) {
+    listener->OnPhaseSeconds(v1::Progress::TRAIN,
+                             std::max(0.0, result->seconds - observer.measure_seconds()));
+  }
+
+  const core::MlpModel& trained = result->model;
+  v1::Model model;
+  model.set_name(job.model_name().empty() ? job.id() : job.model_name());
+  model.set_kind(v1::Model::MLP);
+  model.set_input_dim(trained.input_dim());
+  model.set_classes(trained.num_classes());
+  model.set_layers(trained.depth());
+  *model.mutable_mlp_config() = job.mlp_config();
+  model.set_job_id(job.id());
+  for (int64_t dim : trained.layer_dims()) model.add_layer_dims(dim);
+  model.set_standardize(trained.params().standardize);
+  absl::StatusOr<v1::Model> stored = store_->PutModel(model, trained.Serialize());
+  if (!stored.ok()) {
+    outcome.error = absl::StrCat("storing the trained MLP failed: ", stored.status().message());
+    return outcome;
+  }
+  outcome.state = v1::Job::SUCCEEDED;
+  v1::ModelRef ref;
+  ref.set_name(stored->name());
+  ref.set_version(stored->version());
+  outcome.model = ref;
+  return outcome;
+}
+
+JobManager::Outcome JobManager::RunAnalysis(const std::shared_ptr<JobRecord>& record,
+                                            const v1::Job& job) {
+  constexpr std::string_view kReduce = "measure fewer rows (data.limit)";
+  Outcome outcome;
+  if (record->stop_reason() != StopReason::kNone) {
+    return Stopped(*record, "before it started", kReduce);
+  }
+  const v1::ModelRef& ref = job.analyzed_model();
+  absl::StatusOr<std::string> blob = store_->ReadModelBlob(ref.name(), ref.version());
+  if (!blob.ok()) {
+    outcome.error =
+        absl::IsNotFound(blob.status())
+            ? absl::StrCat("model ", ref.name(), " v", ref.version(),
+                           " was deleted before the analysis ran; submit it again for a stored "
+                           "model")
+            : absl::StrCat("reading model ", ref.name(), " v", ref.version(),
+                           " failed: ", blob.status().message());
+    return outcome;
+  }
+  absl::StatusOr<core::MlpModel> model = core::MlpModel::Deserialize(*blob);
+  blob->clear();
+  if (!model.ok()) {
+    outcome.error = absl::StrCat("stored model ", ref.name(), " v", ref.version(),
+                                 " cannot be read as an MLP: ", model.status().message());
+    return outcome;
+  }
+  absl::StatusOr<core::Dataset> data = datasets_->Load(job.data(), "data");
+  if (!data.ok()) {
+    outcome.error = absl::StrCat("loading the data rows failed: ", data.status().message());
+    return outcome;
+  }
+  if (record->stop_reason() != StopReason::kNone) {
+    return Stopped(*record, "before it started", kReduce);
+  }
+
+  MlpRun observer(this, record, RunDeadline(job));
+  core::FitOptions fit_options;
+  fit_options.threads = options_.threads_per_fit;
+  absl::StatusOr<core::NetworkReport> report =
+      core::AnalyzeMlp(*model, *data, &observer, fit_options);
+  if (!report.ok()) {
+    if (!observer.store_error().ok()) {
+      outcome.error = absl::StrCat("recording the job's progress failed: ",
+                                   observer.store_error().message());
+      return outcome;
+    }
+    if (absl::IsCancelled(report.status()) && record->stop_reason() != StopReason::kNone) {
+      return Stopped(*record, "while measuring", kReduce);
+    }
+    outcome.error = absl::StrCat("the analysis failed: ", report.status().message());
+    return outcome;
+  }
+  if (!observer.PublishReport(*report, absl::Now())) {
+    outcome.error = absl::StrCat("recording the job's report failed: ",
+                                 observer.store_error().message());
+    return outcome;
+  }
+  outcome.state = v1::Job::SUCCEEDED;
   return outcome;
 }
 
@@ -828,7 +1292,7 @@ void JobManager::Finish(const std::shared_ptr<JobRecord>& record, Outcome outcom
       event = StateChangeEvent(v1::Job::QUEUED, v1::Job::RUNNING, now);
       event.mutable_state_change()->set_error(
           "the server shut down before the job finished; it was queued again and starts over "
-          "from layer 1 when the server restarts");
+          "from the beginning (layer 1, or epoch 0 of an MLP) when the server restarts");
     } else {
       job.set_state(outcome.state);
       *job.mutable_end_time() = ToProtoTime(now);
@@ -841,7 +1305,8 @@ void JobManager::Finish(const std::shared_ptr<JobRecord>& record, Outcome outcom
       }
       final_state = outcome.state;
     }
-    absl::Status status = PublishLocked(store_, *record, std::move(job), {event});
+    absl::Status status =
+        PublishPatientlyLocked(store_, *record, job, {event}, [this] { return !accepting(); });
     if (!status.ok()) {
       // Still RUNNING in the Store: the next Start re-queues it.
       LogError(status, absl::StrCat("cannot record the end of job ", record->id));
@@ -906,6 +1371,9 @@ absl::StatusOr<v1::Job> JobManager::CancelJob(std::string_view job_id) {
     if (it != records_.end()) {
       std::shared_ptr<JobRecord> record = it->second;
       if (record->running) {
+        // Durable before it is acknowledged: a crash before the fit stops must not run the job
+        // again (RecoverJobs cancels it).
+        DRFM_RETURN_IF_ERROR(store_->MarkCancelRequested(record->id));
         record->RequestStop(StopReason::kCancel);
         absl::MutexLock record_lock(&record->mu);
         return record->job;

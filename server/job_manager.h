@@ -1,15 +1,16 @@
-// The job engine of the drfm server: admission of submitted fits (validation, dataset
+// The job engine of the drfm server: admission of submitted jobs (validation, dataset and model
 // resolution, a memory estimate against a budget, a bounded priority queue), worker threads that
-// run them with core::FitDeepRfm, durable job state and events in the Store, live event fan-out
-// to watchers, cancellation, per-job runtime limits, crash recovery and graceful shutdown. The
+// run them (DEEP_RFM with core::FitDeepRfm, MLP with core::FitMlp, ANALYSIS with
+// core::AnalyzeMlp), durable job state and events in the Store, live event fan-out to watchers,
+// cancellation, per-job runtime limits, crash recovery and graceful shutdown. The
 // RPC service classes are thin wrappers over JobManager: every method returns absl::Status /
 // absl::StatusOr with the API's status codes, which the caller converts to grpc::Status in one
 // place.
 //
 // Job lifecycle (jobs.proto): QUEUED -> RUNNING -> SUCCEEDED | FAILED | CANCELLED, or QUEUED ->
 // CANCELLED. Every state change is stored atomically with its JobStateChange event
-// (Store::UpdateJob); each LayerReport is stored (in Job.reports and as an event) the moment the
-// fit reports it; Progress events are throttled (JobManagerOptions::progress_interval) because
+// (Store::UpdateJob); each LayerReport (DEEP_RFM) or NetworkReport (MLP, ANALYSIS) is stored (in
+// Job.reports / Job.network_reports and as an event) the moment the run reports it; Progress events are throttled (JobManagerOptions::progress_interval) because
 // every stored event is an fsync. Events carry contiguous per-job sequences starting at 1.
 #ifndef DRFM_SERVER_JOB_MANAGER_H_
 #define DRFM_SERVER_JOB_MANAGER_H_
@@ -60,8 +61,9 @@ class JobManagerListener {
   // `run_seconds` of them (0 when it was cancelled before it started).
   virtual void OnFinished(v1::Job::Kind kind, v1::Job::State state, double total_seconds,
                           double run_seconds) {}
-  // One phase of one Deep RFM layer took `seconds` (from the layer's report);
-  // v1::Progress::Phase_Name(phase) gives its name ("KERNEL").
+  // One phase of one Deep RFM layer took `seconds` (from the layer's report), or, for MLP and
+  // ANALYSIS jobs, one measurement took `seconds` (MEASURE) or a fit's training epochs took
+  // `seconds` in all (TRAIN); v1::Progress::Phase_Name(phase) gives its name ("KERNEL").
   virtual void OnPhaseSeconds(v1::Progress::Phase phase, double seconds) {}
   // The number of queued (not yet running) jobs changed to `depth`.
   virtual void OnQueueDepth(int64_t depth) {}
@@ -165,21 +167,25 @@ class JobWatch {
 // whose `error` field notes the restart, and then starts over from layer 1 (a fit has no
 // checkpoints). Its events so far stay in its log, so a watcher sees the first run's events, the
 // restart event and then the new run's, each exactly once with contiguous sequences. Shutdown
-// does the same to fits it has to interrupt. A crash between storing a model and recording
-// SUCCEEDED re-runs the fit, which then stores one more version of the model.
+// does the same to fits it has to interrupt. Two exceptions: a job whose model is already stored
+// (the crash came between storing it and recording SUCCEEDED) becomes SUCCEEDED with that model
+// (RUNNING -> SUCCEEDED), so one job never stores two versions; and a job whose CancelJob was
+// acknowledged becomes CANCELLED instead of running again.
 //
-// Cancellation: a QUEUED job becomes CANCELLED at once. A RUNNING job is asked to stop: the fit
-// checks at its next progress callback (every ~50 ms of work) and the job becomes CANCELLED
-// within about a second; CancelJob returns it still RUNNING. Cancelling a terminal job is a
-// no-op that returns it unchanged (jobs.proto).
+// Cancellation: a QUEUED job becomes CANCELLED at once. A RUNNING job is asked to stop (the
+// request is stored first, so it survives a crash): the fit checks at its next progress callback
+// (every ~50 ms of work) and the job becomes CANCELLED within about a second; CancelJob returns
+// it still RUNNING. Cancelling a terminal job is a no-op that returns it unchanged (jobs.proto).
 //
 // Model names: a successful fit stores version N+1 of request.model_name, or of the job id when
 // it is empty (a valid model name of 16 hex digits).
 //
-// Job kinds: only DEEP_RFM runs today. MLP and ANALYSIS (DNN.md) are an extension point: their
-// Submit methods return UNIMPLEMENTED; adding one means a Prepare* step (validation and config
-// conversion in convert.h), a Run* step dispatched on Job.kind in RunJob, and its report events
-// (NetworkReport) published the way RunDeepRfm publishes LayerReports.
+// Job kinds: DEEP_RFM (SubmitFit), MLP (SubmitMlpFit: trains an MLP, measures it every
+// measure_every epochs and stores it as a model of kind MLP) and ANALYSIS (SubmitAnalysis: one
+// measurement of a stored MLP on a data slice, no model). All share the queue, admission,
+// cancellation, runtime limit, recovery and event streams; each has a Prepare* step (validation
+// and conversion in convert.h) and a Run* step dispatched on Job.kind in RunJob. An MLP run that
+// is interrupted starts over from epoch 0, like a Deep RFM fit from layer 1.
 class JobManager {
  public:
   // Nothing runs until Start().
@@ -205,7 +211,9 @@ class JobManager {
   // Validates `request` (INVALID_ARGUMENT naming the field; NOT_FOUND for an unknown dataset),
   // resolves its config (an unset seed is drawn and recorded), estimates its memory and flops,
   // and queues it as a DEEP_RFM job. Returns the QUEUED job, or, for a request_id used before
-  // with an identical request, that earlier job (in whatever state it is now). ALREADY_EXISTS:
+  // with an identical request, that earlier job (in whatever state it is now; looked up first,
+  // so a retry gets its job even if its dataset was deleted or the queue filled up since, e.g.
+  // across a server restart). ALREADY_EXISTS:
   // the request_id was used with a different request; RESOURCE_EXHAUSTED: the queue is full, or
   // the estimated memory exceeds the budget (the message gives both in GB and what to reduce);
   // UNAVAILABLE: not started or shutting down.
@@ -215,8 +223,23 @@ class JobManager {
   // (and no error) when it exceeds the memory budget. The validation errors of SubmitFit.
   absl::StatusOr<v1::FitEstimate> EstimateFit(const v1::SubmitFitRequest& request);
 
-  // Extension point for the network side (DNN.md); UNIMPLEMENTED for now.
+  // Validates `request` like SubmitFit (INVALID_ARGUMENT naming the field, config.* ranges from
+  // core::MlpConfig::Validate and at most limits.max_mlp_measurements measurements; NOT_FOUND
+  // for an unknown dataset), resolves its config (an unset seed is drawn and recorded),
+  // estimates its memory and flops (core::EstimateMlpFit, in Job.estimate) and queues it as an
+  // MLP job whose layers_total is the number of measurements. On success the job stores the
+  // trained MLP as version N+1 of model_name (or of the job id). Idempotency, RESOURCE_EXHAUSTED
+  // and UNAVAILABLE as SubmitFit.
   absl::StatusOr<v1::Job> SubmitMlpFit(const v1::SubmitMlpFitRequest& request);
+
+  // Validates `request` (INVALID_ARGUMENT: missing model or data, bad name or version, a model
+  // that is not an MLP (e.g. a DEEP_RFM model: "measures MLPs only"), data whose columns differ
+  // from the model's input_dim or whose dataset has another number of classes than the model's
+  // outputs, too many rows; NOT_FOUND: unknown model, model version or dataset), resolves the
+  // model version (the latest when unset; kept in Job.analyzed_model) and queues an ANALYSIS
+  // job: one NetworkReport of the model on the data slice, no model stored. Idempotency,
+  // RESOURCE_EXHAUSTED and UNAVAILABLE as SubmitFit. A model deleted before the job runs makes
+  // it FAILED.
   absl::StatusOr<v1::Job> SubmitAnalysis(const v1::SubmitAnalysisRequest& request);
 
   // The job, with last_event_sequence. INVALID_ARGUMENT for an empty id; NOT_FOUND.
@@ -229,7 +252,8 @@ class JobManager {
 
   // Cancels the job (see the class comment) and returns it. INVALID_ARGUMENT for an empty id;
   // NOT_FOUND; UNAVAILABLE for a QUEUED or RUNNING job this manager does not run (before Start
-  // or after Shutdown).
+  // or after Shutdown); the Store's error (e.g. RESOURCE_EXHAUSTED on a full disk) when the
+  // cancellation cannot be recorded, and then nothing was cancelled.
   absl::StatusOr<v1::Job> CancelJob(std::string_view job_id);
 
   // Deletes a terminal job and its events (not its model). FAILED_PRECONDITION when it is
@@ -247,7 +271,9 @@ class JobManager {
   bool accepting() const;
 
  private:
+  class RunMonitor;
   class FitRun;
+  class MlpRun;
   // Queue order: higher priority first, then submission order.
   using QueueKey = std::pair<int, int64_t>;  // (-priority, ticket)
 
@@ -259,7 +285,7 @@ class JobManager {
     bool requeue = false;
   };
 
-  // A validated DEEP_RFM job ready to be queued, and its estimate.
+  // A validated job ready to be queued, and its estimate.
   struct PreparedFit {
     v1::Job job;
     v1::FitEstimate estimate;
@@ -269,6 +295,12 @@ class JobManager {
   absl::Status CheckAccepting() const;
   absl::Status CheckAcceptingLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<PreparedFit> PrepareFit(const v1::SubmitFitRequest& request);
+  absl::StatusOr<PreparedFit> PrepareMlpFit(const v1::SubmitMlpFitRequest& request);
+  absl::StatusOr<PreparedFit> PrepareAnalysis(const v1::SubmitAnalysisRequest& request);
+  // The shape of a fit's training and (optional) test slices, checked against the service
+  // limits: row bounds, >= 2 classes, matching columns, test classes within the training ones.
+  absl::StatusOr<core::FitShape> DescribeFitSlices(const v1::DatasetSlice& train,
+                                                   const v1::DatasetSlice* test);
   // Stores `job` (QUEUED) with its first event and queues it, or returns the earlier job of the
   // same request_id.
   absl::StatusOr<v1::Job> Enqueue(v1::Job job, const google::protobuf::Message& request);
@@ -280,6 +312,18 @@ class JobManager {
   void WorkerLoop();
   void RunJob(const std::shared_ptr<internal::JobRecord>& record);
   Outcome RunDeepRfm(const std::shared_ptr<internal::JobRecord>& record, const v1::Job& job);
+  Outcome RunMlp(const std::shared_ptr<internal::JobRecord>& record, const v1::Job& job);
+  Outcome RunAnalysis(const std::shared_ptr<internal::JobRecord>& record, const v1::Job& job);
+  // The outcome of a run that stopped because it was asked to (cancel, shutdown, runtime limit,
+  // store error); `during` says when ("before it started"), `reduce` what to make smaller when
+  // the runtime limit was hit.
+  Outcome Stopped(const internal::JobRecord& record, std::string_view during,
+                  std::string_view reduce) const;
+  // When a run that started at job.start_time() passes the runtime limit.
+  absl::Time RunDeadline(const v1::Job& job) const;
+  // The job's train and (when it has one) test rows; an error sentence for Outcome.error.
+  absl::Status LoadFitSlices(const v1::Job& job, core::Dataset* train,
+                             std::optional<core::Dataset>* test);
   void Finish(const std::shared_ptr<internal::JobRecord>& record, Outcome outcome);
   void NotifyQueueDepth(int64_t depth);
 

@@ -123,10 +123,52 @@ grpc::Status ModelServiceImpl::ExportModel(grpc::ServerContext* context, const v
   return grpc::Status::OK;
 }
 
-grpc::Status ModelServiceImpl::ImportModel(grpc::ServerContext*, grpc::ServerReader<v1::ImportModelRequest>*,
-                                           v1::Model*) {
-  return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                      "ImportModel (MLP safetensors files, DNN.md) is not available in this build yet");
+grpc::Status ModelServiceImpl::ImportModel(grpc::ServerContext* context,
+                                           grpc::ServerReader<v1::ImportModelRequest>* reader,
+                                           v1::Model* response) {
+  v1::ImportModelRequest message;
+  if (!reader->Read(&message)) {
+    return ToGrpcStatus(absl::InvalidArgumentError("the import stream was empty: send a header first"));
+  }
+  if (!message.has_header()) {
+    return ToGrpcStatus(absl::InvalidArgumentError(
+        "the first message of an import must be the header (name, size_bytes, sha256)"));
+  }
+  const v1::ImportModelHeader header = message.header();
+  absl::Status status = registry_->ValidateImportHeader(header);
+  if (!status.ok()) return ToGrpcStatus(status);
+  // The whole file is needed before anything can be checked (the safetensors header points
+  // anywhere into it); it is bounded by the declared size, or else by the import limit.
+  const int64_t limit = header.size_bytes() > 0 ? header.size_bytes() : registry_->options().max_import_bytes;
+  std::string bytes;
+  int64_t index = 1;
+  while (reader->Read(&message)) {
+    if (context->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+    if (message.has_header()) {
+      return ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat(
+          "message ", index, " of the import is a header; only the first message may be one, the rest are chunks")));
+    }
+    if (message.part_case() != v1::ImportModelRequest::kChunk) {
+      return ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat(
+          "message ", index, " of the import has neither a header nor a chunk")));
+    }
+    if (static_cast<int64_t>(bytes.size() + message.chunk().size()) > limit) {
+      return ToGrpcStatus(absl::InvalidArgumentError(
+          header.size_bytes() > 0
+              ? absl::StrCat("more bytes than header.size_bytes = ", header.size_bytes(), " arrived")
+              : absl::StrCat("the file exceeds this server's import limit of ", limit, " bytes")));
+    }
+    bytes += message.chunk();
+    ++index;
+  }
+  absl::StatusOr<v1::Model> model = registry_->Import(header, bytes);
+  if (!model.ok()) return ToGrpcStatus(model.status());
+  if (metrics_ != nullptr) {
+    absl::StatusOr<StoreStats> stats = store_->Stats();
+    if (stats.ok()) metrics_->SetStoreStats(stats->models, stats->dataset_bytes + stats->model_bytes + stats->database_bytes);
+  }
+  *response = *std::move(model);
+  return grpc::Status::OK;
 }
 
 }  // namespace drfm::server

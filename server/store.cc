@@ -7,7 +7,7 @@
 // A blob file is written to a temporary file in its final file system, fsync'ed, renamed into
 // place and its directory fsync'ed, and only then is its row (with its SHA-256) committed; readers
 // verify the SHA-256. A crash therefore leaves at worst an unreferenced file, never a row without
-// its complete file.
+// its complete file; Open removes such files (and temporary ones) before anything can see them.
 #include "server/store.h"
 
 #include <fcntl.h>
@@ -23,6 +23,7 @@
 #include <cstring>
 #include <filesystem>
 #include <limits>
+#include <set>
 #include <string>
 #include <system_error>
 #include <tuple>
@@ -111,6 +112,13 @@ constexpr const char* kMigrations[] = {
       UNIQUE (name, version)
     );
     )sql",
+    // Version 2: models by the job that stored them (PutModel returns a job's earlier version;
+    // recovery finds the model of a job that crashed before recording its success), and durable
+    // cancel requests of running jobs.
+    R"sql(
+    CREATE INDEX models_by_job ON models (job_id);
+    ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
+    )sql",
 };
 constexpr int kLatestSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 
@@ -149,9 +157,37 @@ std::string RandomHex(int bytes) {
 
 // Files.
 
+// strerror(3), thread-safe.
+std::string ErrnoText(int error) {
+  char buffer[256];
+  return strerror_r(error, buffer, sizeof(buffer));  // GNU: returns the text.
+}
+
+bool IsOutOfSpace(int error) { return error == ENOSPC || error == EDQUOT || error == EFBIG; }
+bool IsNotWritable(int error) { return error == EROFS || error == EACCES || error == EPERM; }
+
+// What a client is told when the data directory is full (ENOSPC), over quota (EDQUOT) or a write
+// hit the process's file size limit (EFBIG, RLIMIT_FSIZE): RESOURCE_EXHAUSTED, which a client
+// may retry once space is freed; nothing half-written is kept.
+constexpr char kOutOfSpaceHint[] =
+    "the server's data directory is out of space; nothing was stored: free space there (or raise "
+    "its quota or file size limit) and retry";
+// A data directory that cannot be written (read-only mount, permissions): UNAVAILABLE, since an
+// operator has to fix the server before the request can succeed.
+constexpr char kNotWritableHint[] =
+    "the server cannot write its data directory; nothing was stored: an operator must make it "
+    "writable (permissions, a read-write mount), then retry";
+
+// A failed file operation as a status: out of space -> RESOURCE_EXHAUSTED, not writable ->
+// UNAVAILABLE (both with what to do), anything else INTERNAL.
 absl::Status IoError(int error, std::string_view what, std::string_view path) {
-  return absl::ErrnoToStatus(error,
-                             absl::StrCat("store: cannot ", AsAbsl(what), " ", AsAbsl(path)));
+  const std::string message =
+      absl::StrCat("store: cannot ", AsAbsl(what), " ", AsAbsl(path), ": ", ErrnoText(error));
+  if (IsOutOfSpace(error))
+    return absl::ResourceExhaustedError(absl::StrCat(message, "; ", kOutOfSpaceHint));
+  if (IsNotWritable(error))
+    return absl::UnavailableError(absl::StrCat(message, "; ", kNotWritableHint));
+  return absl::InternalError(message);
 }
 
 // Closes its descriptor on destruction.
@@ -218,6 +254,36 @@ absl::StatusOr<std::pair<ScopedFd, std::string>> CreateTempFile(const std::strin
   ScopedFd fd(open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
   if (fd.get() < 0) return IoError(errno, "create", path);
   return std::make_pair(std::move(fd), path);
+}
+
+// OK when files can be created in the existing directory `dir` (an empty temporary file is created
+// and removed). FailedPrecondition, saying what to do, when the directory is read-only or not ours
+// to write.
+absl::Status CheckWritable(const std::string& dir) {
+  const std::string path = absl::StrCat(dir, "/", kTempPrefix, "probe-", RandomHex(8));
+  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    const int error = errno;
+    if (IsNotWritable(error)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "data directory ", dir, " is not writable (", ErrnoText(error),
+          "): drfm-server keeps its jobs, datasets and models there and must be able to write "
+          "it; make it writable for this user or mount it read-write, or choose another "
+          "--data-dir"));
+    }
+    return IoError(error, "create a file in", dir);
+  }
+  close(fd);
+  unlink(path.c_str());
+  return absl::OkStatus();
+}
+
+// An error of opening the store: a data directory that cannot be written (UNAVAILABLE from
+// IoError or SqliteError) is FailedPrecondition there, like the other reasons not to start.
+absl::Status ForOpen(absl::Status status) {
+  if (!absl::IsUnavailable(status)) return status;
+  return absl::FailedPreconditionError(absl::StrCat(
+      status.message(), " (drfm-server does not start on a data directory it cannot write)"));
 }
 
 // Makes the written contents of `fd` durable and closes it.
@@ -298,8 +364,11 @@ void CopyOverlap(int64_t offset, const char* data, size_t size, int64_t begin, i
 
 // SQLite.
 
+// A failed SQLite call as a status. A full disk and an unwritable database get the codes and
+// hints of IoError; SQLite reports some of them as I/O errors, told apart by the OS error.
 absl::Status SqliteError(sqlite3* db, int rc, std::string_view what) {
   const std::string message = absl::StrCat("store: ", AsAbsl(what), ": ", sqlite3_errmsg(db));
+  const int os_error = sqlite3_system_errno(db);
   switch (rc & 0xff) {
     case SQLITE_CONSTRAINT:
       return absl::AlreadyExistsError(message);
@@ -307,7 +376,20 @@ absl::Status SqliteError(sqlite3* db, int rc, std::string_view what) {
     case SQLITE_NOTADB:
       return absl::DataLossError(message);
     case SQLITE_FULL:
-      return absl::ResourceExhaustedError(message);
+      return absl::ResourceExhaustedError(absl::StrCat(message, "; ", kOutOfSpaceHint));
+    case SQLITE_READONLY:
+      return absl::UnavailableError(absl::StrCat(message, "; ", kNotWritableHint));
+    case SQLITE_IOERR:
+    case SQLITE_CANTOPEN:
+      if (IsOutOfSpace(os_error)) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat(message, " (", ErrnoText(os_error), "); ", kOutOfSpaceHint));
+      }
+      if (IsNotWritable(os_error)) {
+        return absl::UnavailableError(
+            absl::StrCat(message, " (", ErrnoText(os_error), "); ", kNotWritableHint));
+      }
+      return absl::InternalError(message);
     case SQLITE_BUSY:
     case SQLITE_LOCKED:
       return absl::UnavailableError(message);
@@ -659,10 +741,14 @@ std::string SqliteStore::ModelPath(std::string_view name, int64_t version) const
 
 absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const SqliteStoreOptions& options) {
   DRFM_RETURN_IF_ERROR(options.Validate());
-  DRFM_RETURN_IF_ERROR(MakeDirectory(options.data_dir));
+  // A data directory that cannot be written is refused here, before anything is read: the store
+  // does not serve read-only (recovery writes at once, and a server that accepted work it could
+  // never record would lose it), so the server does not start and says why.
+  DRFM_RETURN_IF_ERROR(ForOpen(MakeDirectory(options.data_dir)));
+  DRFM_RETURN_IF_ERROR(CheckWritable(options.data_dir));
   const std::string lock_path = absl::StrCat(options.data_dir, "/", kLockFile);
   const int lock_fd = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (lock_fd < 0) return IoError(errno, "open", lock_path);
+  if (lock_fd < 0) return ForOpen(IoError(errno, "open", lock_path));
   if (flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
     const int error = errno;
     close(lock_fd);
@@ -679,8 +765,10 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const SqliteStore
 }
 
 absl::Status SqliteStore::Initialize() {
-  DRFM_RETURN_IF_ERROR(MakeDirectory(datasets_dir_));
-  DRFM_RETURN_IF_ERROR(MakeDirectory(models_dir_));
+  for (const std::string& dir : {datasets_dir_, models_dir_}) {
+    DRFM_RETURN_IF_ERROR(ForOpen(MakeDirectory(dir)));
+    DRFM_RETURN_IF_ERROR(CheckWritable(dir));
+  }
   absl::MutexLock lock(&mu_);
   const std::string path = absl::StrCat(options_.data_dir, "/", kDatabaseFile);
   // NOMUTEX: the connection is only used under mu_.
@@ -692,7 +780,14 @@ absl::Status SqliteStore::Initialize() {
                                          : SqliteError(db_, rc, absl::StrCat("open ", path));
     sqlite3_close_v2(db_);
     db_ = nullptr;
-    return status;
+    return ForOpen(status);
+  }
+  if (sqlite3_db_readonly(db_, "main") == 1) {
+    // SQLite opens a write-protected file read-only instead of failing.
+    return absl::FailedPreconditionError(
+        absl::StrCat("store: the database ", path,
+                     " is read-only: drfm-server must be able to write it; "
+                     "make it writable for this user, or choose another --data-dir"));
   }
   sqlite3_busy_timeout(db_, static_cast<int>(absl::ToInt64Milliseconds(options_.busy_timeout)));
   {
@@ -705,8 +800,8 @@ absl::Status SqliteStore::Initialize() {
   }
   DRFM_RETURN_IF_ERROR(Exec(db_, "PRAGMA synchronous=FULL"));
   DRFM_RETURN_IF_ERROR(Exec(db_, "PRAGMA foreign_keys=ON"));
-  DRFM_RETURN_IF_ERROR(Migrate());
-  return RemoveTemporaryFiles();
+  DRFM_RETURN_IF_ERROR(ForOpen(Migrate()));
+  return RemoveUnreferencedFilesLocked();
 }
 
 absl::Status SqliteStore::Migrate() {
@@ -734,17 +829,90 @@ absl::Status SqliteStore::Migrate() {
   return absl::OkStatus();
 }
 
-absl::Status SqliteStore::RemoveTemporaryFiles() {
-  for (const std::string& dir : {datasets_dir_, models_dir_}) {
-    std::error_code ec;
-    for (const fs::directory_entry& entry : fs::directory_iterator(dir, ec)) {
-      if (absl::StartsWith(entry.path().filename().string(), kTempPrefix)) {
-        fs::remove(entry.path(), ec);
-        if (ec) return IoError(ec.value(), "remove", entry.path().string());
+// Files a crash can leave behind: temporary files (an upload or model being written, a
+// writability probe), a dataset file whose row was never committed or was deleted, and a model
+// version file likewise. None is referenced by a row, so none can be visible through the API; they
+// are removed here, before the store is used. Files whose names the store does not give are left
+// alone.
+absl::Status SqliteStore::RemoveUnreferencedFilesLocked() {
+  std::set<std::string> dataset_hashes;
+  std::set<std::pair<std::string, int64_t>> model_versions;
+  {
+    DRFM_ASSIGN_OR_RETURN(Statement select, Statement::Prepare(db_, "SELECT sha256 FROM datasets"));
+    for (;;) {
+      DRFM_ASSIGN_OR_RETURN(bool row, select.Step());
+      if (!row) break;
+      dataset_hashes.insert(select.Text(0));
+    }
+  }
+  {
+    DRFM_ASSIGN_OR_RETURN(Statement select,
+                          Statement::Prepare(db_, "SELECT name, version FROM models"));
+    for (;;) {
+      DRFM_ASSIGN_OR_RETURN(bool row, select.Step());
+      if (!row) break;
+      model_versions.emplace(select.Text(0), select.Int(1));
+    }
+  }
+  // The entries of `dir`; `ec` is set when it cannot be listed.
+  auto list = [](const std::string& dir, std::error_code& ec) {
+    std::vector<fs::directory_entry> entries;
+    for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+      entries.push_back(*it);
+    }
+    return entries;
+  };
+  auto is_temporary = [](const fs::path& path) {
+    return absl::StartsWith(path.filename().string(), kTempPrefix);
+  };
+  // Removes `path` and makes the removal durable with its directory.
+  auto remove = [this](const fs::path& path) -> absl::Status {
+    if (unlink(path.c_str()) != 0 && errno != ENOENT)
+      return IoError(errno, "remove", path.string());
+    ++files_removed_at_open_;
+    return SyncDirectory(path.parent_path().string());
+  };
+  std::error_code ec;
+  for (const fs::directory_entry& entry : list(options_.data_dir, ec)) {
+    if (is_temporary(entry.path())) DRFM_RETURN_IF_ERROR(remove(entry.path()));
+  }
+  if (ec) return IoError(ec.value(), "list", options_.data_dir);
+  for (const fs::directory_entry& entry : list(datasets_dir_, ec)) {
+    const std::string name = entry.path().filename().string();
+    const std::string sha256 = name.substr(0, 64);
+    const bool dataset_file = name == absl::StrCat(sha256, ".bin") && IsSha256Hex(sha256);
+    if (is_temporary(entry.path()) || (dataset_file && dataset_hashes.count(sha256) == 0)) {
+      DRFM_RETURN_IF_ERROR(remove(entry.path()));
+    }
+  }
+  if (ec) return IoError(ec.value(), "list", datasets_dir_);
+  for (const fs::directory_entry& entry : list(models_dir_, ec)) {
+    if (is_temporary(entry.path())) {
+      DRFM_RETURN_IF_ERROR(remove(entry.path()));
+      continue;
+    }
+    std::error_code is_dir_ec;
+    if (!entry.is_directory(is_dir_ec)) continue;
+    const std::string dir = entry.path().string();
+    const std::string model_name = entry.path().filename().string();
+    std::error_code dir_ec;
+    for (const fs::directory_entry& file : list(dir, dir_ec)) {
+      const std::string name = file.path().filename().string();
+      int64_t version = 0;
+      const bool model_file = absl::EndsWith(name, ".drfm") &&
+                              absl::SimpleAtoi(AsAbsl(name).substr(0, name.size() - 5), &version) &&
+                              name == absl::StrCat(version, ".drfm");
+      if (is_temporary(file.path()) ||
+          (model_file && model_versions.count({model_name, version}) == 0)) {
+        DRFM_RETURN_IF_ERROR(remove(file.path()));
       }
     }
-    if (ec) return IoError(ec.value(), "list", dir);
+    if (dir_ec) return IoError(dir_ec.value(), "list", dir);
+    // A model name's directory is removed with its last version (DeleteModel); one emptied here
+    // goes too. rmdir fails, harmlessly, when it is not empty.
+    if (rmdir(dir.c_str()) == 0) DRFM_RETURN_IF_ERROR(SyncDirectory(models_dir_));
   }
+  if (ec) return IoError(ec.value(), "list", models_dir_);
   return absl::OkStatus();
 }
 
@@ -769,21 +937,9 @@ absl::StatusOr<CreateJobResult> SqliteStore::CreateJob(const v1::Job& job,
   Transaction tx(db_);
   DRFM_RETURN_IF_ERROR(tx.Begin());
   if (!job.request_id().empty()) {
-    DRFM_ASSIGN_OR_RETURN(
-        Statement select,
-        Statement::Prepare(
-            db_, "SELECT id, request, job, last_sequence FROM jobs WHERE request_id = ?"));
-    select.BindText(1, job.request_id());
-    DRFM_ASSIGN_OR_RETURN(bool found, select.Step());
-    if (found) {
-      if (select.Blob(1) != request_bytes) {
-        return absl::AlreadyExistsError(absl::StrCat(
-            "request_id \"", absl::CHexEscape(job.request_id()), "\" was already used by job ",
-            select.Text(0), " for a different request; use a new request_id"));
-      }
-      DRFM_ASSIGN_OR_RETURN(v1::Job existing, ParseJob(select, 2, 3));
-      return CreateJobResult{std::move(existing), false};
-    }
+    DRFM_ASSIGN_OR_RETURN(std::optional<v1::Job> existing,
+                          FindJobByRequestLocked(job.request_id(), request_bytes));
+    if (existing.has_value()) return CreateJobResult{*std::move(existing), false};
   }
   // A generated id is 64 random bits; the loop only guards against the improbable collision.
   for (int attempt = 0;; ++attempt) {
@@ -821,6 +977,32 @@ absl::StatusOr<CreateJobResult> SqliteStore::CreateJob(const v1::Job& job,
   }
   DRFM_RETURN_IF_ERROR(tx.Commit());
   return CreateJobResult{std::move(stored), true};
+}
+
+absl::StatusOr<std::optional<v1::Job>> SqliteStore::FindJobByRequest(
+    std::string_view request_id, const google::protobuf::Message& request) {
+  if (request_id.empty()) return std::optional<v1::Job>();
+  const std::string request_bytes = SerializeDeterministically(request);
+  absl::MutexLock lock(&mu_);
+  return FindJobByRequestLocked(request_id, request_bytes);
+}
+
+absl::StatusOr<std::optional<v1::Job>> SqliteStore::FindJobByRequestLocked(
+    std::string_view request_id, std::string_view request_bytes) {
+  DRFM_ASSIGN_OR_RETURN(
+      Statement select,
+      Statement::Prepare(db_,
+                         "SELECT id, request, job, last_sequence FROM jobs WHERE request_id = ?"));
+  select.BindText(1, request_id);
+  DRFM_ASSIGN_OR_RETURN(bool found, select.Step());
+  if (!found) return std::optional<v1::Job>();
+  if (select.Blob(1) != request_bytes) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        "request_id \"", absl::CHexEscape(AsAbsl(request_id)), "\" was already used by job ",
+        select.Text(0), " for a different request; use a new request_id"));
+  }
+  DRFM_ASSIGN_OR_RETURN(v1::Job existing, ParseJob(select, 2, 3));
+  return std::optional<v1::Job>(std::move(existing));
 }
 
 absl::StatusOr<v1::Job> SqliteStore::GetJob(std::string_view job_id) {
@@ -929,6 +1111,32 @@ absl::Status SqliteStore::DeleteJob(std::string_view job_id) {
     DRFM_RETURN_IF_ERROR(del.BindText(1, job_id).Run());
   }
   return tx.Commit();
+}
+
+absl::Status SqliteStore::MarkCancelRequested(std::string_view job_id) {
+  absl::MutexLock lock(&mu_);
+  DRFM_ASSIGN_OR_RETURN(
+      Statement update,
+      Statement::Prepare(db_, "UPDATE jobs SET cancel_requested = 1 WHERE id = ?"));
+  DRFM_RETURN_IF_ERROR(update.BindText(1, job_id).Run());
+  if (sqlite3_changes(db_) == 0) {
+    return absl::NotFoundError(
+        absl::StrCat("job ", absl::CHexEscape(AsAbsl(job_id)), " not found"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> SqliteStore::CancelRequested(std::string_view job_id) {
+  absl::MutexLock lock(&mu_);
+  DRFM_ASSIGN_OR_RETURN(Statement select,
+                        Statement::Prepare(db_, "SELECT cancel_requested FROM jobs WHERE id = ?"));
+  select.BindText(1, job_id);
+  DRFM_ASSIGN_OR_RETURN(bool found, select.Step());
+  if (!found) {
+    return absl::NotFoundError(
+        absl::StrCat("job ", absl::CHexEscape(AsAbsl(job_id)), " not found"));
+  }
+  return select.Int(0) != 0;
 }
 
 absl::StatusOr<int64_t> SqliteStore::AppendEvent(std::string_view job_id,
@@ -1169,14 +1377,24 @@ absl::StatusOr<v1::Model> SqliteStore::PutModel(const v1::Model& model, std::str
   stored.set_sha256(Sha256Hex(blob));
   stored.set_size_bytes(static_cast<int64_t>(blob.size()));
   if (!stored.has_create_time()) *stored.mutable_create_time() = ToTimestamp(absl::Now());
+  if (!stored.job_id().empty()) {
+    absl::MutexLock lock(&mu_);
+    DRFM_ASSIGN_OR_RETURN(std::optional<v1::Model> earlier, FindModelOfJobLocked(stored.job_id()));
+    if (earlier.has_value()) return *std::move(earlier);
+  }
   // The slow part, writing and syncing the file, happens before taking the lock.
   DRFM_ASSIGN_OR_RETURN(const std::string temp, WriteTempFile(models_dir_, blob));
 
   absl::MutexLock lock(&mu_);
   std::string path;  // Set when the file is about to be placed under its versioned name.
+  std::optional<v1::Model> earlier;  // Set when the job's version appeared meanwhile.
   absl::Status status = [&]() -> absl::Status {
     Transaction tx(db_);
     DRFM_RETURN_IF_ERROR(tx.Begin());
+    if (!stored.job_id().empty()) {
+      DRFM_ASSIGN_OR_RETURN(earlier, FindModelOfJobLocked(stored.job_id()));
+      if (earlier.has_value()) return absl::OkStatus();
+    }
     DRFM_ASSIGN_OR_RETURN(
         Statement select,
         Statement::Prepare(db_, "SELECT last_version FROM model_names WHERE name = ?"));
@@ -1215,7 +1433,30 @@ absl::StatusOr<v1::Model> SqliteStore::PutModel(const v1::Model& model, std::str
     if (!path.empty()) unlink(path.c_str());
     return status;
   }
+  if (earlier.has_value()) {
+    unlink(temp.c_str());
+    return *std::move(earlier);
+  }
   return stored;
+}
+
+absl::StatusOr<std::optional<v1::Model>> SqliteStore::FindModelOfJob(std::string_view job_id) {
+  if (job_id.empty()) return std::optional<v1::Model>();  // Imported models have no job.
+  absl::MutexLock lock(&mu_);
+  return FindModelOfJobLocked(job_id);
+}
+
+absl::StatusOr<std::optional<v1::Model>> SqliteStore::FindModelOfJobLocked(
+    std::string_view job_id) {
+  DRFM_ASSIGN_OR_RETURN(Statement select,
+                        Statement::Prepare(db_,
+                                           "SELECT model FROM models WHERE job_id = ? "
+                                           "ORDER BY version LIMIT 1"));
+  select.BindText(1, job_id);
+  DRFM_ASSIGN_OR_RETURN(bool found, select.Step());
+  if (!found) return std::optional<v1::Model>();
+  DRFM_ASSIGN_OR_RETURN(v1::Model model, Parse<v1::Model>(select.Blob(0), "model"));
+  return std::optional<v1::Model>(std::move(model));
 }
 
 absl::StatusOr<v1::Model> SqliteStore::GetModelLocked(std::string_view name, int64_t version) {

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -145,6 +146,13 @@ class Store {
   // the stored job cannot be parsed.
   virtual absl::StatusOr<v1::Job> GetJob(std::string_view job_id) = 0;
 
+  // The job CreateJob stored for `request_id` and this very `request` (as CreateJob compares
+  // them), or nullopt when no job has the request_id (or it is empty): lets a repeated
+  // submission return its job before anything that may have changed since (its dataset, the
+  // queue) is checked again. AlreadyExists when the request_id was used for another request.
+  virtual absl::StatusOr<std::optional<v1::Job>> FindJobByRequest(
+      std::string_view request_id, const google::protobuf::Message& request) = 0;
+
   // Replaces the stored job that has job.id() with `job` and appends `events` to its log, all in
   // one transaction. Returns the sequences assigned to the events, in order (see AppendEvent).
   // NotFound when the job is unknown; InvalidArgument when job.state is unspecified.
@@ -160,6 +168,14 @@ class Store {
   // Deletes a terminal job and all its events. NotFound when unknown; FailedPrecondition when the
   // job is QUEUED or RUNNING.
   virtual absl::Status DeleteJob(std::string_view job_id) = 0;
+
+  // Records, durably, that the job was asked to stop (CancelJob on a job that is running or about
+  // to run), so that recovery after a crash cancels it instead of running it again. Idempotent;
+  // NotFound when the job is unknown.
+  virtual absl::Status MarkCancelRequested(std::string_view job_id) = 0;
+
+  // Whether MarkCancelRequested was called for the job. NotFound when it is unknown.
+  virtual absl::StatusOr<bool> CancelRequested(std::string_view job_id) = 0;
 
   // Events.
 
@@ -208,12 +224,20 @@ class Store {
   // Stores `blob` (the serialized model) as the next version of model.name(): one more than the
   // largest version this name ever had (1 for a new name), assigned atomically. Fills in and
   // returns the model's version, create_time (when unset), size_bytes and sha256.
-  // InvalidArgument for a bad name or an unspecified kind.
+  // Idempotent per job: when model.job_id() is set and a version stored by that job still exists,
+  // that version is returned and nothing is written, so a job that runs again after a crash
+  // (between storing its model and recording its success) keeps one model version.
+  // InvalidArgument for a bad name or an unspecified kind; ResourceExhausted when the data
+  // directory is out of space; Unavailable when it cannot be written (nothing is stored then).
   virtual absl::StatusOr<v1::Model> PutModel(const v1::Model& model, std::string_view blob) = 0;
 
   // Version `version` of model `name`, or its latest version when `version` is 0. NotFound when
   // the name or version is unknown; InvalidArgument for a malformed name or negative version.
   virtual absl::StatusOr<v1::Model> GetModel(std::string_view name, int64_t version) = 0;
+
+  // The model version job `job_id` stored (see PutModel), or nullopt when it stored none (or it
+  // was deleted). How recovery tells a job that finished its work but not its bookkeeping.
+  virtual absl::StatusOr<std::optional<v1::Model>> FindModelOfJob(std::string_view job_id) = 0;
 
   // Stored models, newest first, only those named `name` unless it is empty; paging as ListJobs.
   virtual absl::StatusOr<Page<v1::Model>> ListModels(std::string_view name, int page_size,
@@ -255,9 +279,11 @@ struct SqliteStoreOptions {
 class SqliteStore final : public Store {
  public:
   // Opens (creating if needed) the store in options.data_dir, takes the directory lock, applies
-  // pending schema migrations and removes temporary files left by a crash. InvalidArgument for bad
-  // options; FailedPrecondition when another store holds the directory or the database was
-  // written by a newer schema; Internal on I/O or SQLite errors.
+  // pending schema migrations and removes what a crash can leave behind: temporary files and
+  // blob files no row refers to. InvalidArgument for bad options; FailedPrecondition when
+  // another store holds the directory, the database was written by a newer schema, or the data
+  // directory (or the database) cannot be written: the store is never opened read-only;
+  // Internal on other I/O or SQLite errors.
   static absl::StatusOr<std::unique_ptr<SqliteStore>> Open(const SqliteStoreOptions& options);
 
   ~SqliteStore() override;
@@ -266,6 +292,8 @@ class SqliteStore final : public Store {
 
   // Schema version this build writes.
   static int LatestSchemaVersion();
+  // Files Open removed as leftovers of a crash (see Open).
+  int64_t files_removed_at_open() const { return files_removed_at_open_; }
   // Path of a dataset's file and a model version's file (whether or not they exist).
   std::string DatasetPath(std::string_view sha256) const;
   std::string ModelPath(std::string_view name, int64_t version) const;
@@ -274,11 +302,15 @@ class SqliteStore final : public Store {
                                             const google::protobuf::Message& request,
                                             absl::Span<const v1::JobEvent> events) override;
   absl::StatusOr<v1::Job> GetJob(std::string_view job_id) override;
+  absl::StatusOr<std::optional<v1::Job>> FindJobByRequest(
+      std::string_view request_id, const google::protobuf::Message& request) override;
   absl::StatusOr<std::vector<int64_t>> UpdateJob(const v1::Job& job,
                                                  absl::Span<const v1::JobEvent> events) override;
   absl::StatusOr<Page<v1::Job>> ListJobs(const JobFilter& filter, int page_size,
                                          std::string_view page_token) override;
   absl::Status DeleteJob(std::string_view job_id) override;
+  absl::Status MarkCancelRequested(std::string_view job_id) override;
+  absl::StatusOr<bool> CancelRequested(std::string_view job_id) override;
   absl::StatusOr<int64_t> AppendEvent(std::string_view job_id, const v1::JobEvent& event) override;
   absl::StatusOr<std::vector<v1::JobEvent>> ListEvents(std::string_view job_id,
                                                        int64_t after_sequence, int limit) override;
@@ -291,6 +323,7 @@ class SqliteStore final : public Store {
                                             int64_t limit) override;
   absl::StatusOr<v1::Model> PutModel(const v1::Model& model, std::string_view blob) override;
   absl::StatusOr<v1::Model> GetModel(std::string_view name, int64_t version) override;
+  absl::StatusOr<std::optional<v1::Model>> FindModelOfJob(std::string_view job_id) override;
   absl::StatusOr<Page<v1::Model>> ListModels(std::string_view name, int page_size,
                                              std::string_view page_token) override;
   absl::Status DeleteModel(std::string_view name, int64_t version) override;
@@ -304,13 +337,19 @@ class SqliteStore final : public Store {
 
   absl::Status Initialize();
   absl::Status Migrate() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status RemoveTemporaryFiles();
+  absl::Status RemoveUnreferencedFilesLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Second half of Upload::Commit: dedup, name check, rename into place and insert.
   absl::StatusOr<PutDatasetResult> CommitUpload(const DatasetInfo& info, const std::string& temp,
                                                 const std::string& sha256, int64_t size_bytes);
   absl::StatusOr<v1::Dataset> GetDatasetLocked(std::string_view dataset)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<v1::Model> GetModelLocked(std::string_view name, int64_t version)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<std::optional<v1::Job>> FindJobByRequestLocked(std::string_view request_id,
+                                                                std::string_view request_bytes)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The oldest stored version whose job_id is `job_id`, if any.
+  absl::StatusOr<std::optional<v1::Model>> FindModelOfJobLocked(std::string_view job_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<int64_t> AppendEventLocked(std::string_view job_id, const v1::JobEvent& event)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -319,6 +358,7 @@ class SqliteStore final : public Store {
   const std::string datasets_dir_;
   const std::string models_dir_;
   const int lock_fd_;  // Holds the flock on data_dir/LOCK; closed by the destructor.
+  int64_t files_removed_at_open_ = 0;  // Written by Open only.
   absl::Mutex mu_;
   sqlite3* db_ ABSL_GUARDED_BY(mu_) = nullptr;
 };

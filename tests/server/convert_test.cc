@@ -7,6 +7,7 @@
 #include <cmath>
 #include <limits>
 #include <string>
+#include <vector>
 
 #include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
@@ -428,6 +429,275 @@ TEST(FitEstimateToProtoTest, AddsTheLoadedRowsAndComparesWithTheBudget) {
   proto = FitEstimateToProto(estimate, shape, 1000);
   EXPECT_FALSE(proto.within_budget());
   EXPECT_EQ(proto.memory_budget_bytes(), 1000);
+}
+
+v1::MlpConfig NonDefaultMlpConfig() {
+  v1::MlpConfig proto;
+  proto.set_depth(5);
+  proto.set_width(64);
+  proto.set_init_gain(0.25);
+  proto.set_learning_rate(1e-3);
+  proto.set_epochs(40);
+  proto.set_batch_size(32);
+  proto.set_measure_every(4);
+  proto.set_seed(0xfeedfacecafebeefULL);
+  proto.set_weight_decay(1e-4);
+  proto.set_standardize(false);
+  proto.set_row_normalize(false);
+  return proto;
+}
+
+TEST(MlpConfigFromProtoTest, UnsetFieldsTakeTheCoreDefaultsAndTheGivenSeed) {
+  absl::StatusOr<core::MlpConfig> config = MlpConfigFromProto(v1::MlpConfig(), 42);
+  ASSERT_TRUE(config.ok()) << config.status();
+  const core::MlpConfig defaults;
+  EXPECT_EQ(config->depth, defaults.depth);
+  EXPECT_EQ(config->width, defaults.width);
+  EXPECT_EQ(config->init_gain, defaults.init_gain);
+  EXPECT_EQ(config->learning_rate, defaults.learning_rate);
+  EXPECT_EQ(config->epochs, defaults.epochs);
+  EXPECT_EQ(config->batch_size, defaults.batch_size);
+  EXPECT_EQ(config->measure_every, defaults.measure_every);
+  EXPECT_EQ(config->weight_decay, defaults.weight_decay);
+  EXPECT_EQ(config->standardize, defaults.standardize);
+  EXPECT_EQ(config->row_normalize, defaults.row_normalize);
+  EXPECT_EQ(config->seed, 42u);
+}
+
+TEST(MlpConfigFromProtoTest, ConvertsEveryFieldAndRoundTrips) {
+  const v1::MlpConfig proto = NonDefaultMlpConfig();
+  absl::StatusOr<core::MlpConfig> config = MlpConfigFromProto(proto, 42);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->depth, 5);
+  EXPECT_EQ(config->width, 64);
+  EXPECT_EQ(config->init_gain, 0.25);
+  EXPECT_EQ(config->learning_rate, 1e-3);
+  EXPECT_EQ(config->epochs, 40);
+  EXPECT_EQ(config->batch_size, 32);
+  EXPECT_EQ(config->measure_every, 4);
+  EXPECT_EQ(config->seed, 0xfeedfacecafebeefULL);
+  EXPECT_EQ(config->weight_decay, 1e-4);
+  EXPECT_FALSE(config->standardize);
+  EXPECT_FALSE(config->row_normalize);
+  const v1::MlpConfig back = MlpConfigToProto(*config);
+  EXPECT_TRUE(MessageDifferencer::Equals(back, proto)) << back.DebugString();
+  // The resolved message sets every field, defaults included.
+  const v1::MlpConfig resolved = MlpConfigToProto(core::MlpConfig());
+  EXPECT_TRUE(resolved.has_depth() && resolved.has_width() && resolved.has_init_gain() &&
+              resolved.has_learning_rate() && resolved.has_epochs() &&
+              resolved.has_batch_size() && resolved.has_measure_every() && resolved.has_seed() &&
+              resolved.has_weight_decay() && resolved.has_standardize() &&
+              resolved.has_row_normalize());
+  // An explicit zero is kept, not replaced by the default.
+  v1::MlpConfig zero_epochs;
+  zero_epochs.set_epochs(0);
+  zero_epochs.set_seed(0);
+  EXPECT_EQ(MlpConfigFromProto(zero_epochs, 42)->epochs, 0);
+  EXPECT_EQ(MlpConfigFromProto(zero_epochs, 42)->seed, 0u);
+}
+
+TEST(MlpConfigFromProtoTest, OutOfRangeValuesAreRejectedNamingTheRequestField) {
+  struct Case {
+    void (*change)(v1::MlpConfig*);
+    const char* field;
+  };
+  const Case cases[] = {
+      {[](v1::MlpConfig* c) { c->set_depth(0); }, "config.depth"},
+      {[](v1::MlpConfig* c) { c->set_depth(33); }, "config.depth"},
+      {[](v1::MlpConfig* c) { c->set_width(0); }, "config.width"},
+      {[](v1::MlpConfig* c) { c->set_width(16385); }, "config.width"},
+      {[](v1::MlpConfig* c) { c->set_init_gain(0); }, "config.init_gain"},
+      {[](v1::MlpConfig* c) { c->set_learning_rate(std::nan("")); }, "config.learning_rate"},
+      {[](v1::MlpConfig* c) { c->set_epochs(-1); }, "config.epochs"},
+      {[](v1::MlpConfig* c) { c->set_epochs(100001); }, "config.epochs"},
+      {[](v1::MlpConfig* c) { c->set_batch_size(0); }, "config.batch_size"},
+      {[](v1::MlpConfig* c) { c->set_measure_every(-1); }, "config.measure_every"},
+      {[](v1::MlpConfig* c) { c->set_weight_decay(-1); }, "config.weight_decay"},
+  };
+  for (const Case& c : cases) {
+    v1::MlpConfig proto;
+    c.change(&proto);
+    const absl::Status status = MlpConfigFromProto(proto, 1).status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << c.field;
+    EXPECT_EQ(status.message().rfind(c.field, 0), 0u) << status;  // starts with the field
+  }
+}
+
+TEST(CheckMlpServiceLimitsTest, CountsMeasurementsAsTheFitTakesThem) {
+  ServiceLimits limits;
+  limits.max_mlp_measurements = 4;
+  core::MlpConfig config;
+  config.epochs = 30;
+  config.measure_every = 10;  // 0, 10, 20, 30
+  ASSERT_EQ(core::MlpMeasurementEpochs(config).size(), 4u);
+  EXPECT_TRUE(CheckMlpServiceLimits(config, limits).ok());
+  config.epochs = 31;  // 0, 10, 20, 30, 31
+  ASSERT_EQ(core::MlpMeasurementEpochs(config).size(), 5u);
+  const absl::Status status = CheckMlpServiceLimits(config, limits);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("5 measurements"), std::string::npos) << status;
+  EXPECT_NE(status.message().find("at least 11"), std::string::npos) << status;
+  config.measure_every = 11;  // 0, 11, 22, 31
+  EXPECT_TRUE(CheckMlpServiceLimits(config, limits).ok());
+  config.measure_every = 0;
+  EXPECT_TRUE(CheckMlpServiceLimits(config, limits).ok());
+  config.epochs = 0;
+  config.measure_every = 10;
+  EXPECT_TRUE(CheckMlpServiceLimits(config, limits).ok());
+  limits.max_mlp_measurements = 0;
+  EXPECT_EQ(limits.Validate().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ValidateSubmitMlpFitRequestTest, ChecksSlicesNamesAndJobFields) {
+  v1::SubmitMlpFitRequest request;
+  request.mutable_train()->set_dataset("fashion-mnist:train");
+  EXPECT_TRUE(ValidateSubmitMlpFitRequest(request).ok());
+  EXPECT_FALSE(HasTestSlice(request));
+  request.mutable_test();  // an empty test message means no test set
+  EXPECT_TRUE(ValidateSubmitMlpFitRequest(request).ok());
+  EXPECT_FALSE(HasTestSlice(request));
+  request.mutable_test()->set_dataset("fashion-mnist:test");
+  EXPECT_TRUE(HasTestSlice(request));
+
+  struct Case {
+    void (*change)(v1::SubmitMlpFitRequest*);
+    const char* needle;
+  };
+  const Case cases[] = {
+      {[](v1::SubmitMlpFitRequest* r) { r->clear_train(); }, "train is required"},
+      {[](v1::SubmitMlpFitRequest* r) { r->mutable_train()->set_limit(-1); }, "train.limit"},
+      {[](v1::SubmitMlpFitRequest* r) {
+         r->mutable_test()->clear_dataset();
+         r->mutable_test()->set_limit(5);
+       },
+       "test.dataset"},
+      {[](v1::SubmitMlpFitRequest* r) { r->set_model_name("a/b"); }, "model_name"},
+      {[](v1::SubmitMlpFitRequest* r) { r->set_request_id(std::string(129, 'x')); },
+       "request_id"},
+      {[](v1::SubmitMlpFitRequest* r) { r->set_priority(-1001); }, "priority"},
+      {[](v1::SubmitMlpFitRequest* r) { (*r->mutable_labels())[""] = "v"; }, "labels key"},
+  };
+  for (const Case& c : cases) {
+    v1::SubmitMlpFitRequest bad = request;
+    c.change(&bad);
+    const absl::Status status = ValidateSubmitMlpFitRequest(bad);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << c.needle;
+    EXPECT_NE(status.message().find(c.needle), std::string::npos) << status;
+  }
+}
+
+TEST(ValidateSubmitAnalysisRequestTest, RequiresAModelAndDataAndChecksTheOtherFields) {
+  v1::SubmitAnalysisRequest request;
+  request.set_model("my-mlp");
+  request.mutable_data()->set_dataset("fashion-mnist:test");
+  EXPECT_TRUE(ValidateSubmitAnalysisRequest(request).ok());
+  struct Case {
+    void (*change)(v1::SubmitAnalysisRequest*);
+    const char* needle;
+  };
+  const Case cases[] = {
+      {[](v1::SubmitAnalysisRequest* r) { r->clear_model(); }, "model is required"},
+      {[](v1::SubmitAnalysisRequest* r) { r->set_model("../x"); }, "model"},
+      {[](v1::SubmitAnalysisRequest* r) { r->set_version(0); }, "version = 0"},
+      {[](v1::SubmitAnalysisRequest* r) { r->clear_data(); }, "data is required"},
+      {[](v1::SubmitAnalysisRequest* r) { r->mutable_data()->clear_dataset(); }, "data.dataset"},
+      {[](v1::SubmitAnalysisRequest* r) { r->mutable_data()->set_offset(-2); }, "data.offset"},
+      {[](v1::SubmitAnalysisRequest* r) { r->set_priority(1001); }, "priority"},
+      {[](v1::SubmitAnalysisRequest* r) { r->set_request_id(std::string(200, 'r')); },
+       "request_id"},
+  };
+  for (const Case& c : cases) {
+    v1::SubmitAnalysisRequest bad = request;
+    c.change(&bad);
+    const absl::Status status = ValidateSubmitAnalysisRequest(bad);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << c.needle;
+    EXPECT_NE(status.message().find(c.needle), std::string::npos) << status;
+  }
+}
+
+TEST(MlpPhaseToProtoTest, MapsBothPhases) {
+  EXPECT_EQ(MlpPhaseToProto(core::MlpPhase::kTrain), v1::Progress::TRAIN);
+  EXPECT_EQ(MlpPhaseToProto(core::MlpPhase::kMeasure), v1::Progress::MEASURE);
+}
+
+TEST(NetworkReportToProtoTest, CopiesEveryFieldAndLeavesOutLeftForTheOutputLayer) {
+  core::NetworkReport report;
+  report.epoch = 30;
+  report.train_loss = 0.5;
+  report.train_accuracy = 0.75;
+  report.has_test = true;
+  report.test_loss = 0.625;
+  report.test_accuracy = 0.5;
+  report.seconds = 1.5;
+  core::NetworkLayerReport hidden;
+  hidden.layer = 1;
+  hidden.none.nc1 = 4;
+  hidden.right.nc1 = 2;
+  hidden.left.nc1 = 1;
+  hidden.left.ncc_accuracy = 0.9;
+  hidden.nfa_correlation = 0.8;
+  hidden.nfa_correlation_raw = std::numeric_limits<double>::quiet_NaN();
+  hidden.top_singular_values = {3, 2, 1};
+  core::NetworkLayerReport output;
+  output.layer = 2;
+  output.output = true;
+  output.right.nc2 = 0.25;
+  report.layers = {hidden, output};
+
+  const v1::NetworkReport proto = NetworkReportToProto(report);
+  EXPECT_EQ(proto.epoch(), 30);
+  EXPECT_EQ(proto.train_loss(), 0.5);
+  EXPECT_EQ(proto.train_accuracy(), 0.75);
+  ASSERT_TRUE(proto.has_test_accuracy());
+  EXPECT_EQ(proto.test_accuracy(), 0.5);
+  ASSERT_TRUE(proto.has_test_loss());
+  EXPECT_EQ(proto.test_loss(), 0.625);
+  EXPECT_EQ(proto.seconds(), 1.5);
+  ASSERT_EQ(proto.layers_size(), 2);
+  const v1::NetworkLayerReport& first = proto.layers(0);
+  EXPECT_EQ(first.layer(), 1);
+  EXPECT_FALSE(first.output());
+  EXPECT_EQ(first.none().nc1(), 4);
+  EXPECT_EQ(first.right().nc1(), 2);
+  ASSERT_TRUE(first.has_left());
+  EXPECT_EQ(first.left().nc1(), 1);
+  EXPECT_EQ(first.left().ncc_accuracy(), 0.9);
+  EXPECT_EQ(first.nfa_correlation(), 0.8);
+  EXPECT_TRUE(std::isnan(first.nfa_correlation_raw()));
+  EXPECT_EQ(std::vector<double>(first.top_singular_values().begin(),
+                                first.top_singular_values().end()),
+            (std::vector<double>{3, 2, 1}));
+  const v1::NetworkLayerReport& last = proto.layers(1);
+  EXPECT_TRUE(last.output());
+  EXPECT_FALSE(last.has_left());
+  EXPECT_EQ(last.right().nc2(), 0.25);
+
+  report.has_test = false;
+  const v1::NetworkReport no_test = NetworkReportToProto(report);
+  EXPECT_FALSE(no_test.has_test_accuracy());
+  EXPECT_FALSE(no_test.has_test_loss());
+}
+
+TEST(MlpEstimateToProtoTest, AddsTheLoadedRowsAndHasNoKernel) {
+  core::MlpFitEstimate estimate;
+  estimate.peak_bytes = 5000;
+  estimate.flops = 7e9;
+  core::FitShape shape;
+  shape.train_rows = 100;
+  shape.test_rows = 20;
+  shape.cols = 8;
+  shape.num_classes = 3;
+  v1::FitEstimate proto = MlpEstimateToProto(estimate, shape, 0);
+  EXPECT_EQ(proto.memory_bytes(), 5000 + DatasetBytes(120, 8));
+  EXPECT_EQ(proto.flops(), 7e9);
+  EXPECT_EQ(proto.kernel_bytes(), 0);
+  EXPECT_FALSE(proto.has_phase_flops());
+  EXPECT_EQ(proto.train_rows(), 100);
+  EXPECT_EQ(proto.test_rows(), 20);
+  EXPECT_EQ(proto.num_classes(), 3);
+  EXPECT_TRUE(proto.within_budget());
+  proto = MlpEstimateToProto(estimate, shape, 5000);
+  EXPECT_FALSE(proto.within_budget());
 }
 
 TEST(TimeTest, ProtoTimestampsRoundTrip) {

@@ -2,7 +2,8 @@
 // small synthetic datasets and small fits: the lifecycle to a stored model, event streams (order,
 // resumption, several watchers, a watcher that never reads), cancellation, admission (queue
 // bound, memory budget, idempotency, validation), priorities, runtime limits, shutdown and
-// recovery after a restart. Waits are on events or conditions with deadlines, never fixed sleeps.
+// recovery after a restart; the same for MLP fits and analyses (DNN.md). Waits are on events or
+// conditions with deadlines, never fixed sleeps.
 #include "server/job_manager.h"
 
 #include <unistd.h>
@@ -11,6 +12,7 @@
 #include <atomic>
 #include <filesystem>
 #include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -19,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/mlp_model.h"
 #include "core/model.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
@@ -50,6 +53,33 @@ v1::SubmitFitRequest LongFit() {
   request.mutable_train()->set_dataset(kLongTrain);
   request.mutable_config()->set_layers(8);
   request.mutable_config()->set_width(1024);
+  return request;
+}
+
+// A small MLP fit: 3 measurements (epochs 0, 10, 20), a fraction of a second.
+v1::SubmitMlpFitRequest SmallMlp() {
+  v1::SubmitMlpFitRequest request;
+  request.mutable_train()->set_dataset(kSmallTrain);
+  request.mutable_test()->set_dataset(kSmallTest);
+  v1::MlpConfig* config = request.mutable_config();
+  config->set_depth(2);
+  config->set_width(32);
+  config->set_epochs(20);
+  config->set_batch_size(32);
+  config->set_measure_every(10);
+  config->set_learning_rate(1e-3);
+  config->set_init_gain(0.5);
+  return request;
+}
+
+// An MLP fit that trains for minutes, to keep a worker busy until it is cancelled.
+v1::SubmitMlpFitRequest LongMlp() {
+  v1::SubmitMlpFitRequest request;
+  request.mutable_train()->set_dataset(kLongTrain);
+  request.mutable_config()->set_depth(4);
+  request.mutable_config()->set_width(512);
+  request.mutable_config()->set_epochs(10000);
+  request.mutable_config()->set_measure_every(0);
   return request;
 }
 
@@ -835,12 +865,399 @@ TEST_F(JobManagerTest, LookupsOfUnknownJobsAndBadArgumentsFail) {
   EXPECT_EQ(manager_->Watch(job.id(), -1).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
-TEST_F(JobManagerTest, NetworkJobsAreNotImplementedYet) {
+TEST_F(JobManagerTest, AnMlpFitRunsToSuccessWithNetworkReportsAndAStoredMlpModel) {
   StartManager();
-  EXPECT_EQ(manager_->SubmitMlpFit(v1::SubmitMlpFitRequest()).status().code(),
-            absl::StatusCode::kUnimplemented);
-  EXPECT_EQ(manager_->SubmitAnalysis(v1::SubmitAnalysisRequest()).status().code(),
-            absl::StatusCode::kUnimplemented);
+  v1::SubmitMlpFitRequest request = SmallMlp();
+  request.set_model_name("small-mlp");
+  absl::StatusOr<v1::Job> queued = manager_->SubmitMlpFit(request);
+  ASSERT_TRUE(queued.ok()) << queued.status();
+  EXPECT_EQ(queued->kind(), v1::Job::MLP);
+  EXPECT_EQ(queued->state(), v1::Job::QUEUED);
+  EXPECT_EQ(queued->layers_total(), 3);  // epochs 0, 10, 20
+  // The resolved config shows every value, the drawn seed and the defaults included.
+  EXPECT_TRUE(queued->mlp_config().has_seed());
+  EXPECT_EQ(queued->mlp_config().depth(), 2);
+  EXPECT_EQ(queued->mlp_config().weight_decay(), 0.0);
+  EXPECT_TRUE(queued->mlp_config().standardize());
+  EXPECT_FALSE(queued->has_config());
+  EXPECT_EQ(queued->estimate().train_rows(), 200);
+  EXPECT_EQ(queued->estimate().test_rows(), 60);
+  EXPECT_GT(queued->estimate().memory_bytes(), 0);
+  EXPECT_GT(queued->estimate().flops(), 0);
+
+  std::unique_ptr<JobWatch> watch = Watch(queued->id());
+  ASSERT_NE(watch, nullptr);
+  const std::vector<v1::JobEvent> events = CollectUntilDone(*watch);
+  ExpectContiguousFromOne(events);
+  std::vector<v1::NetworkReport> streamed;
+  for (const v1::JobEvent& event : events) {
+    EXPECT_FALSE(event.has_layer_report());
+    if (event.has_network_report()) streamed.push_back(event.network_report());
+    if (event.has_progress()) {
+      EXPECT_TRUE(event.progress().phase() == v1::Progress::TRAIN ||
+                  event.progress().phase() == v1::Progress::MEASURE)
+          << event.DebugString();
+    }
+  }
+  ASSERT_TRUE(IsStateChange(events.back(), v1::Job::SUCCEEDED))
+      << events.back().state_change().error();
+
+  const v1::Job job = *manager_->GetJob(queued->id());
+  EXPECT_EQ(job.layers_done(), 3);
+  ASSERT_EQ(job.network_reports_size(), 3);
+  ASSERT_EQ(streamed.size(), 3u);
+  for (int i = 0; i < 3; ++i) {
+    const v1::NetworkReport& report = job.network_reports(i);
+    EXPECT_TRUE(MessageDifferencer::Equals(report, streamed[i])) << i;
+    EXPECT_EQ(report.epoch(), 10 * i);
+    EXPECT_TRUE(report.has_test_accuracy());
+    EXPECT_TRUE(report.has_test_loss());
+    EXPECT_GE(report.train_loss(), 0);
+    ASSERT_EQ(report.layers_size(), 3);  // two hidden layers and the output layer
+    for (int l = 0; l < 3; ++l) {
+      const v1::NetworkLayerReport& layer = report.layers(l);
+      EXPECT_EQ(layer.layer(), l + 1);
+      EXPECT_EQ(layer.output(), l == 2);
+      EXPECT_EQ(layer.has_left(), l < 2);
+      EXPECT_TRUE(layer.has_none());
+      EXPECT_TRUE(layer.has_right());
+      EXPECT_GE(layer.nfa_correlation(), -1.0);
+      EXPECT_LE(layer.nfa_correlation(), 1.0);
+      EXPECT_GE(layer.top_singular_values_size(), 1);
+    }
+  }
+  // The network learned something: the last measurement fits the training rows better.
+  EXPECT_LT(job.network_reports(2).train_loss(), job.network_reports(0).train_loss());
+  EXPECT_EQ(job.model().name(), "small-mlp");
+  EXPECT_EQ(job.model().version(), 1);
+
+  absl::StatusOr<v1::Model> model = store_->GetModel("small-mlp", 1);
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_EQ(model->kind(), v1::Model::MLP);
+  EXPECT_EQ(model->input_dim(), 10);
+  EXPECT_EQ(model->classes(), 3);
+  EXPECT_EQ(model->layers(), 2);
+  EXPECT_EQ(std::vector<int64_t>(model->layer_dims().begin(), model->layer_dims().end()),
+            (std::vector<int64_t>{32, 32}));
+  EXPECT_TRUE(model->standardize());
+  EXPECT_EQ(model->job_id(), job.id());
+  EXPECT_TRUE(MessageDifferencer::Equals(model->mlp_config(), job.mlp_config()));
+
+  absl::StatusOr<std::string> blob = store_->ReadModelBlob("small-mlp", 1);
+  ASSERT_TRUE(blob.ok()) << blob.status();
+  absl::StatusOr<core::MlpModel> trained = core::MlpModel::Deserialize(*blob);
+  ASSERT_TRUE(trained.ok()) << trained.status();
+  absl::StatusOr<core::Dataset> data = core::MakeSynthetic(*core::ParseSyntheticName(kSmallTrain));
+  ASSERT_TRUE(data.ok()) << data.status();
+  absl::StatusOr<core::Prediction> prediction = trained->Predict(data->features);
+  ASSERT_TRUE(prediction.ok()) << prediction.status();
+  int correct = 0;
+  for (size_t i = 0; i < prediction->labels.size(); ++i) {
+    correct += prediction->labels[i] == data->labels[i];
+  }
+  // The stored weights are those of the last measurement.
+  EXPECT_NEAR(correct / 200.0, job.network_reports(2).train_accuracy(), 1e-9);
+}
+
+TEST_F(JobManagerTest, AnAnalysisMeasuresAStoredMlpOnceAndStoresNoModel) {
+  StartManager();
+  v1::SubmitMlpFitRequest fit = SmallMlp();
+  fit.set_model_name("measured");
+  const v1::Job trained = WaitForEnd(manager_->SubmitMlpFit(fit)->id());
+  ASSERT_EQ(trained.state(), v1::Job::SUCCEEDED) << trained.error();
+
+  v1::SubmitAnalysisRequest request;
+  request.set_model("measured");
+  request.mutable_data()->set_dataset(kSmallTest);
+  absl::StatusOr<v1::Job> queued = manager_->SubmitAnalysis(request);
+  ASSERT_TRUE(queued.ok()) << queued.status();
+  EXPECT_EQ(queued->kind(), v1::Job::ANALYSIS);
+  EXPECT_EQ(queued->analyzed_model().name(), "measured");
+  EXPECT_EQ(queued->analyzed_model().version(), 1);  // resolved at submission
+  EXPECT_EQ(queued->layers_total(), 1);
+  EXPECT_EQ(queued->estimate().train_rows(), 60);
+  const v1::Job job = WaitForEnd(queued->id());
+  ASSERT_EQ(job.state(), v1::Job::SUCCEEDED) << job.error();
+  EXPECT_FALSE(job.has_model());
+  ASSERT_EQ(job.network_reports_size(), 1);
+  const v1::NetworkReport& report = job.network_reports(0);
+  EXPECT_EQ(report.epoch(), 0);
+  EXPECT_FALSE(report.has_test_accuracy());
+  EXPECT_EQ(report.layers_size(), 3);
+  // Measured on the fit's test rows, the analysis sees what the fit's last test measurement saw.
+  const v1::NetworkReport& last = trained.network_reports(2);
+  EXPECT_NEAR(report.train_accuracy(), last.test_accuracy(), 1e-9);
+  EXPECT_NEAR(report.train_loss(), last.test_loss(), 1e-5 * last.test_loss());
+
+  std::unique_ptr<JobWatch> watch = Watch(job.id());
+  const std::vector<v1::JobEvent> events = CollectUntilDone(*watch);
+  ExpectContiguousFromOne(events);
+  int reports = 0;
+  for (const v1::JobEvent& event : events) reports += event.has_network_report();
+  EXPECT_EQ(reports, 1);
+  absl::StatusOr<Page<v1::Model>> models = store_->ListModels("", 0, "");
+  ASSERT_TRUE(models.ok());
+  EXPECT_EQ(models->items.size(), 1u);
+}
+
+TEST_F(JobManagerTest, AnalysesOfUnknownOrNonMlpModelsOrMismatchedDataAreRefused) {
+  StartManager();
+  v1::SubmitFitRequest rfm = SmallFit();
+  rfm.set_model_name("an-rfm");
+  ASSERT_EQ(WaitForEnd(Submit(rfm).id()).state(), v1::Job::SUCCEEDED);
+  v1::SubmitMlpFitRequest mlp = SmallMlp();
+  mlp.set_model_name("an-mlp");
+  ASSERT_EQ(WaitForEnd(manager_->SubmitMlpFit(mlp)->id()).state(), v1::Job::SUCCEEDED);
+
+  auto analyze = [&](const std::string& model, const std::string& data,
+                     std::optional<int64_t> version = std::nullopt) {
+    v1::SubmitAnalysisRequest request;
+    request.set_model(model);
+    request.mutable_data()->set_dataset(data);
+    if (version.has_value()) request.set_version(*version);
+    return manager_->SubmitAnalysis(request).status();
+  };
+  absl::Status status = analyze("an-rfm", kSmallTest);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_NE(status.message().find("is a DEEP_RFM model"), std::string::npos) << status;
+  EXPECT_NE(status.message().find("MLPs only"), std::string::npos) << status;
+  status = analyze("no-such-model", kSmallTest);
+  EXPECT_EQ(status.code(), absl::StatusCode::kNotFound) << status;
+  status = analyze("an-mlp", kSmallTest, 7);
+  EXPECT_EQ(status.code(), absl::StatusCode::kNotFound) << status;
+  EXPECT_NE(status.message().find("no version 7"), std::string::npos) << status;
+  status = analyze("an-mlp", kSmallTest, 0);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  status = analyze("an-mlp", "synthetic:rows=60,cols=11,classes=3");
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_NE(status.message().find("11 columns"), std::string::npos) << status;
+  status = analyze("an-mlp", "synthetic:rows=60,cols=10,classes=4");
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_NE(status.message().find("classes"), std::string::npos) << status;
+  status = analyze("an-mlp", "no-such-data");
+  EXPECT_EQ(status.code(), absl::StatusCode::kNotFound) << status;
+  status = analyze("", kSmallTest);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  status = analyze("an-mlp", "");
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  v1::ListJobsRequest list;
+  list.set_kind(v1::Job::ANALYSIS);
+  EXPECT_EQ(manager_->ListJobs(list)->jobs_size(), 0);
+}
+
+TEST_F(JobManagerTest, InvalidMlpRequestsAreRejectedAtSubmissionNamingTheField) {
+  StartManager();
+  struct Case {
+    void (*change)(v1::SubmitMlpFitRequest*);
+    const char* needle;
+  };
+  const Case cases[] = {
+      {[](v1::SubmitMlpFitRequest* r) { r->mutable_config()->set_depth(0); }, "config.depth"},
+      {[](v1::SubmitMlpFitRequest* r) { r->mutable_config()->set_depth(1000); }, "config.depth"},
+      {[](v1::SubmitMlpFitRequest* r) { r->mutable_config()->set_width(0); }, "config.width"},
+      {[](v1::SubmitMlpFitRequest* r) { r->mutable_config()->set_width(1 << 20); },
+       "config.width"},
+      {[](v1::SubmitMlpFitRequest* r) { r->mutable_config()->set_epochs(-1); }, "config.epochs"},
+      {[](v1::SubmitMlpFitRequest* r) { r->mutable_config()->set_epochs(1 << 30); },
+       "config.epochs"},
+      {[](v1::SubmitMlpFitRequest* r) { r->mutable_config()->set_batch_size(0); },
+       "config.batch_size"},
+      {[](v1::SubmitMlpFitRequest* r) { r->mutable_config()->set_learning_rate(-1); },
+       "config.learning_rate"},
+      {[](v1::SubmitMlpFitRequest* r) {
+         r->mutable_config()->set_init_gain(std::numeric_limits<double>::infinity());
+       },
+       "config.init_gain"},
+      {[](v1::SubmitMlpFitRequest* r) { r->mutable_config()->set_measure_every(-3); },
+       "config.measure_every"},
+      {[](v1::SubmitMlpFitRequest* r) {
+         r->mutable_config()->set_epochs(100000);
+         r->mutable_config()->set_measure_every(1);
+       },
+       "at most 1000"},
+      {[](v1::SubmitMlpFitRequest* r) { r->clear_train(); }, "train is required"},
+      {[](v1::SubmitMlpFitRequest* r) {
+         r->mutable_test()->set_dataset("synthetic:rows=60,cols=5,classes=3");
+       },
+       "columns"},
+      {[](v1::SubmitMlpFitRequest* r) { r->mutable_train()->set_limit(2); }, "raise train.limit"},
+      {[](v1::SubmitMlpFitRequest* r) { r->set_model_name("../escape"); }, "model_name"},
+      {[](v1::SubmitMlpFitRequest* r) { r->set_priority(5000); }, "priority"},
+  };
+  for (const Case& c : cases) {
+    v1::SubmitMlpFitRequest request = SmallMlp();
+    c.change(&request);
+    const absl::Status status = manager_->SubmitMlpFit(request).status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << c.needle << ": " << status;
+    EXPECT_NE(status.message().find(c.needle), std::string::npos) << status;
+  }
+  v1::SubmitMlpFitRequest unknown = SmallMlp();
+  unknown.mutable_train()->set_dataset("no-such-data");
+  EXPECT_EQ(manager_->SubmitMlpFit(unknown).status().code(), absl::StatusCode::kNotFound);
+  v1::ListJobsRequest list;
+  EXPECT_EQ(manager_->ListJobs(list)->jobs_size(), 0);
+}
+
+TEST_F(JobManagerTest, AnMlpOverTheMemoryBudgetIsRefusedWithBothNumbers) {
+  JobManagerOptions options = DefaultOptions();
+  options.memory_budget_bytes = 1000000;  // 1 MB
+  StartManager(options);
+  v1::SubmitMlpFitRequest request = SmallMlp();
+  request.mutable_config()->set_width(2048);
+  const absl::Status status = manager_->SubmitMlpFit(request).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted) << status;
+  EXPECT_NE(status.message().find("budget of 0.001 GB"), std::string::npos) << status;
+  EXPECT_NE(status.message().find("config.width"), std::string::npos) << status;
+}
+
+TEST_F(JobManagerTest, RequestIdsAreIdempotentForMlpJobsAndNotSharedAcrossKinds) {
+  StartManager();
+  v1::SubmitMlpFitRequest request = SmallMlp();
+  request.set_request_id("mlp-1");
+  const absl::StatusOr<v1::Job> first = manager_->SubmitMlpFit(request);
+  ASSERT_TRUE(first.ok()) << first.status();
+  const absl::StatusOr<v1::Job> again = manager_->SubmitMlpFit(request);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->id(), first->id());
+  request.mutable_config()->set_epochs(21);
+  EXPECT_EQ(manager_->SubmitMlpFit(request).status().code(), absl::StatusCode::kAlreadyExists);
+
+  // A Deep RFM request and an MLP request that set the same fields serialize alike; the
+  // request_id still belongs to the first job's kind.
+  v1::SubmitFitRequest rfm;
+  rfm.mutable_train()->set_dataset(kSmallTrain);
+  rfm.set_request_id("shared");
+  ASSERT_TRUE(manager_->SubmitFit(rfm).ok());
+  v1::SubmitMlpFitRequest mlp;
+  mlp.mutable_train()->set_dataset(kSmallTrain);
+  mlp.set_request_id("shared");
+  const absl::Status clash = manager_->SubmitMlpFit(mlp).status();
+  EXPECT_EQ(clash.code(), absl::StatusCode::kAlreadyExists) << clash;
+  EXPECT_NE(clash.message().find("DEEP_RFM"), std::string::npos) << clash;
+  WaitForEnd(first->id());
+}
+
+TEST_F(JobManagerTest, CancellingARunningMlpFitStopsItPromptly) {
+  StartManager();
+  absl::StatusOr<v1::Job> job = manager_->SubmitMlpFit(LongMlp());
+  ASSERT_TRUE(job.ok()) << job.status();
+  std::unique_ptr<JobWatch> watch = Watch(job->id());
+  ASSERT_NE(watch, nullptr);
+  ASSERT_TRUE(WaitForEvent(*watch, [](const v1::JobEvent& e) {
+    return e.has_progress() && e.progress().phase() == v1::Progress::TRAIN;
+  }));
+  const absl::Time cancelled_at = absl::Now();
+  absl::StatusOr<v1::Job> cancelling = manager_->CancelJob(job->id());
+  ASSERT_TRUE(cancelling.ok()) << cancelling.status();
+  EXPECT_EQ(cancelling->state(), v1::Job::RUNNING);
+  const std::vector<v1::JobEvent> rest = CollectUntilDone(*watch, absl::Seconds(30));
+  ASSERT_FALSE(rest.empty());
+  ASSERT_TRUE(IsStateChange(rest.back(), v1::Job::CANCELLED));
+  // The fit checks between minibatches (~50 ms); a loaded machine gets a generous margin.
+  EXPECT_LT(absl::Now() - cancelled_at, absl::Seconds(10));
+  const v1::Job done = *manager_->GetJob(job->id());
+  EXPECT_EQ(done.state(), v1::Job::CANCELLED);
+  EXPECT_NE(done.error().find("while running"), std::string::npos) << done.error();
+  EXPECT_FALSE(done.has_model());
+  absl::StatusOr<Page<v1::Model>> models = store_->ListModels("", 0, "");
+  ASSERT_TRUE(models.ok());
+  EXPECT_TRUE(models->items.empty());
+}
+
+TEST_F(JobManagerTest, AnMlpJobInterruptedMidFitRunsAgainAfterARestartWithoutDuplicates) {
+  StartManager();
+  v1::SubmitMlpFitRequest request;
+  // Hundreds of minibatches after the first measurement: the restart comes long before the end.
+  request.mutable_train()->set_dataset("synthetic:rows=400,cols=20,classes=4");
+  request.mutable_config()->set_depth(2);
+  request.mutable_config()->set_width(64);
+  request.mutable_config()->set_epochs(15);
+  request.mutable_config()->set_batch_size(16);
+  request.mutable_config()->set_measure_every(5);
+  absl::StatusOr<v1::Job> job = manager_->SubmitMlpFit(request);
+  ASSERT_TRUE(job.ok()) << job.status();
+  // Queued behind it, never started before the restart.
+  absl::StatusOr<v1::Job> queued = manager_->SubmitMlpFit(SmallMlp());
+  ASSERT_TRUE(queued.ok()) << queued.status();
+  {
+    std::unique_ptr<JobWatch> watch = Watch(job->id());
+    ASSERT_NE(watch, nullptr);
+    ASSERT_TRUE(WaitForEvent(*watch, [](const v1::JobEvent& e) { return e.has_network_report(); }));
+  }
+  manager_.reset();  // Stop without draining: the running fit is re-queued.
+  resolver_.reset();
+  store_.reset();
+  OpenStore();
+  absl::StatusOr<v1::Job> requeued = store_->GetJob(job->id());
+  ASSERT_TRUE(requeued.ok()) << requeued.status();
+  EXPECT_EQ(requeued->state(), v1::Job::QUEUED);
+  EXPECT_EQ(requeued->network_reports_size(), 0);
+  EXPECT_EQ(store_->GetJob(queued->id())->state(), v1::Job::QUEUED);
+  StartManager();
+  const v1::Job done = WaitForEnd(job->id());
+  ASSERT_EQ(done.state(), v1::Job::SUCCEEDED) << done.error();
+  ASSERT_EQ(done.network_reports_size(), 4);  // epochs 0, 5, 10, 15 of the second run only
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(done.network_reports(i).epoch(), 5 * i);
+  EXPECT_EQ(done.layers_done(), 4);
+  const v1::Job other = WaitForEnd(queued->id());
+  ASSERT_EQ(other.state(), v1::Job::SUCCEEDED) << other.error();
+
+  std::unique_ptr<JobWatch> watch = Watch(job->id());
+  const std::vector<v1::JobEvent> events = CollectUntilDone(*watch);
+  ExpectContiguousFromOne(events);
+  std::vector<v1::Job::State> states;
+  int reports_after_restart = 0;
+  for (const v1::JobEvent& event : events) {
+    if (event.has_state_change()) states.push_back(event.state_change().state());
+    if (event.has_network_report() && states.size() >= 4) ++reports_after_restart;
+  }
+  EXPECT_EQ(states, (std::vector<v1::Job::State>{v1::Job::QUEUED, v1::Job::RUNNING,
+                                                 v1::Job::QUEUED, v1::Job::RUNNING,
+                                                 v1::Job::SUCCEEDED}));
+  EXPECT_EQ(reports_after_restart, 4);
+  EXPECT_EQ(static_cast<int64_t>(events.size()), done.last_event_sequence());
+  EXPECT_EQ(store_->GetModel(done.model().name(), 0)->version(), 1);
+}
+
+TEST_F(JobManagerTest, TheListenerHearsMlpJobsAndTheirTrainAndMeasurePhases) {
+  class PhaseListener : public JobManagerListener {
+   public:
+    void OnSubmitted(v1::Job::Kind kind) override {
+      absl::MutexLock lock(&mu);
+      ++submitted[kind];
+    }
+    void OnFinished(v1::Job::Kind kind, v1::Job::State state, double, double) override {
+      absl::MutexLock lock(&mu);
+      ++finished[{kind, state}];
+    }
+    void OnPhaseSeconds(v1::Progress::Phase phase, double seconds) override {
+      absl::MutexLock lock(&mu);
+      ++phases[phase];
+      EXPECT_GE(seconds, 0);
+    }
+    absl::Mutex mu;
+    std::map<v1::Job::Kind, int> submitted ABSL_GUARDED_BY(mu);
+    std::map<std::pair<v1::Job::Kind, v1::Job::State>, int> finished ABSL_GUARDED_BY(mu);
+    std::map<v1::Progress::Phase, int> phases ABSL_GUARDED_BY(mu);
+  } listener;
+  JobManagerOptions options = DefaultOptions();
+  options.listener = &listener;
+  StartManager(options);
+  v1::SubmitMlpFitRequest fit = SmallMlp();
+  fit.set_model_name("heard");
+  ASSERT_EQ(WaitForEnd(manager_->SubmitMlpFit(fit)->id()).state(), v1::Job::SUCCEEDED);
+  v1::SubmitAnalysisRequest analysis;
+  analysis.set_model("heard");
+  analysis.mutable_data()->set_dataset(kSmallTest);
+  ASSERT_EQ(WaitForEnd(manager_->SubmitAnalysis(analysis)->id()).state(), v1::Job::SUCCEEDED);
+  manager_.reset();
+  absl::MutexLock lock(&listener.mu);
+  EXPECT_EQ(listener.submitted[v1::Job::MLP], 1);
+  EXPECT_EQ(listener.submitted[v1::Job::ANALYSIS], 1);
+  EXPECT_EQ((listener.finished[{v1::Job::MLP, v1::Job::SUCCEEDED}]), 1);
+  EXPECT_EQ((listener.finished[{v1::Job::ANALYSIS, v1::Job::SUCCEEDED}]), 1);
+  EXPECT_EQ(listener.phases[v1::Progress::TRAIN], 1);
+  EXPECT_EQ(listener.phases[v1::Progress::MEASURE], 3 + 1);
 }
 
 TEST_F(JobManagerTest, SubmissionsBeforeStartAreUnavailableAndStartTwiceFails) {

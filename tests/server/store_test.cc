@@ -1,11 +1,17 @@
 // Tests of SqliteStore against a real SQLite file and real blob files in a fresh temporary
 // directory per test: job round trips and listing, idempotency, event sequences (also under
-// concurrent appends and across a reopen), model versions, checksums, atomic writes, dataset
-// deduplication and name validation.
+// concurrent appends and across a reopen), model versions (one per producing job), checksums,
+// atomic writes, dataset deduplication, name validation, the clean-up of what a crash leaves
+// behind, and writes that fail for lack of space or permission.
 #include "server/store.h"
 
+#include <linux/capability.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
@@ -114,6 +120,24 @@ void FlipByte(const std::string& path, std::streamoff offset) {
   byte = static_cast<char>(byte ^ 0x01);
   file.seekp(offset);
   file.write(&byte, 1);
+}
+
+// Runs `sql` on the store's database through a second connection; returns the first column of
+// the first row as text ("" when there is none).
+std::string QueryDatabase(const std::string& dir, const std::string& sql) {
+  sqlite3* db = nullptr;
+  std::string result;
+  if (sqlite3_open((dir + "/store.db").c_str(), &db) == SQLITE_OK) {
+    sqlite3_busy_timeout(db, 5000);
+    sqlite3_stmt* stmt = nullptr;
+    if (sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr) == SQLITE_OK &&
+        sqlite3_step(stmt) == SQLITE_ROW && sqlite3_column_text(stmt, 0) != nullptr) {
+      result = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0));
+    }
+    sqlite3_finalize(stmt);
+  }
+  sqlite3_close(db);
+  return result;
 }
 
 class SqliteStoreTest : public ::testing::Test {
@@ -393,6 +417,47 @@ TEST_F(SqliteStoreTest, DeleteJobRefusesARunningJobAndRemovesATerminalOneWithIts
   EXPECT_EQ(store_->ListEvents(job.id(), 0, 0).status().code(), absl::StatusCode::kNotFound);
 }
 
+TEST_F(SqliteStoreTest, ACancelRequestIsDurable) {
+  const v1::Job job = CreateJob();
+  EXPECT_FALSE(*store_->CancelRequested(job.id()));
+  ASSERT_TRUE(store_->MarkCancelRequested(job.id()).ok());
+  ASSERT_TRUE(store_->MarkCancelRequested(job.id()).ok());  // Idempotent.
+  Reopen();
+  EXPECT_TRUE(*store_->CancelRequested(job.id()));
+  EXPECT_EQ(store_->GetJob(job.id())->state(), v1::Job::QUEUED);  // Only a request.
+  EXPECT_EQ(store_->MarkCancelRequested("0000000000000000").code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->CancelRequested("0000000000000000").status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(SqliteStoreTest, FindJobByRequestReturnsTheJobOfAnIdenticalRequestOnly) {
+  v1::Job job = CreateJob(QueuedJob("req-1"));
+  absl::StatusOr<std::optional<v1::Job>> found =
+      store_->FindJobByRequest("req-1", FitRequest("d", 1));
+  ASSERT_TRUE(found.ok()) << found.status();
+  ASSERT_TRUE(found->has_value());
+  EXPECT_EQ((*found)->id(), job.id());
+  EXPECT_EQ(store_->FindJobByRequest("req-1", FitRequest("d", 2)).status().code(),
+            absl::StatusCode::kAlreadyExists);
+  EXPECT_FALSE(store_->FindJobByRequest("req-2", FitRequest("d", 1))->has_value());
+  EXPECT_FALSE(store_->FindJobByRequest("", FitRequest("d", 1))->has_value());
+}
+
+TEST_F(SqliteStoreTest, FindModelOfJobReturnsTheVersionTheJobStored) {
+  v1::Model model = DeepRfmModel("m");
+  model.set_job_id("0123456789abcdef");
+  ASSERT_TRUE(store_->PutModel(DeepRfmModel("m"), "imported").ok());
+  EXPECT_FALSE(store_->FindModelOfJob(model.job_id())->has_value());
+  EXPECT_FALSE(store_->FindModelOfJob("")->has_value());  // Not the imported one.
+  ASSERT_TRUE(store_->PutModel(model, "fitted").ok());
+  absl::StatusOr<std::optional<v1::Model>> found = store_->FindModelOfJob(model.job_id());
+  ASSERT_TRUE(found.ok()) << found.status();
+  ASSERT_TRUE(found->has_value());
+  EXPECT_EQ((*found)->version(), 2);
+  ASSERT_TRUE(store_->DeleteModel("m", 2).ok());
+  EXPECT_FALSE(store_->FindModelOfJob(model.job_id())->has_value());
+}
+
 TEST_F(SqliteStoreTest, ModelVersionsIncreasePerNameAndAreNeverReused) {
   EXPECT_EQ(store_->PutModel(DeepRfmModel("a"), "a1")->version(), 1);
   EXPECT_EQ(store_->PutModel(DeepRfmModel("a"), "a2")->version(), 2);
@@ -577,8 +642,177 @@ TEST_F(SqliteStoreTest, WritesLeaveNoTemporaryFilesBehind) {
 TEST_F(SqliteStoreTest, OpenRemovesTemporaryFilesLeftByACrash) {
   std::ofstream(dir_ + "/datasets/.tmp-0123456789abcdef") << "partial";
   std::ofstream(dir_ + "/models/.tmp-fedcba9876543210") << "partial";
+  std::ofstream(dir_ + "/.tmp-probe-0123456789abcdef") << "";
   Reopen();
   EXPECT_FALSE(HasTemporaryFile(dir_));
+  EXPECT_EQ(store_->files_removed_at_open(), 3);
+}
+
+TEST_F(SqliteStoreTest, OpenRemovesBlobFilesNoRowRefersTo) {
+  const TestData data = MakeData(6, 2, 3);
+  absl::StatusOr<PutDatasetResult> kept =
+      store_->PutDataset(Info("kept", 6, 2, 3), data.features, data.labels);
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  ASSERT_TRUE(store_->PutModel(DeepRfmModel("m"), "v1").ok());
+  ASSERT_TRUE(store_->PutModel(DeepRfmModel("m"), "v2").ok());
+  // What a crash leaves: a dataset placed but never committed (or deleted but not yet unlinked),
+  // a model version likewise, and a model name whose only version was never committed.
+  const std::string orphan_dataset = store_->DatasetPath(std::string(64, 'a'));
+  std::ofstream(orphan_dataset) << "uncommitted";
+  std::ofstream(store_->ModelPath("m", 3)) << "uncommitted";
+  fs::create_directories(dir_ + "/models/ghost");
+  std::ofstream(store_->ModelPath("ghost", 1)) << "uncommitted";
+  std::ofstream(dir_ + "/datasets/README") << "not the store's: left alone";
+  Reopen();
+  EXPECT_EQ(store_->files_removed_at_open(), 3);
+  EXPECT_FALSE(fs::exists(orphan_dataset));
+  EXPECT_FALSE(fs::exists(store_->ModelPath("m", 3)));
+  EXPECT_FALSE(fs::exists(dir_ + "/models/ghost"));
+  EXPECT_TRUE(fs::exists(dir_ + "/datasets/README"));
+  // What rows refer to is untouched and reads back verified.
+  EXPECT_TRUE(store_->LoadDataset("kept", 0, 0).ok());
+  EXPECT_EQ(*store_->ReadModelBlob("m", 1), "v1");
+  EXPECT_EQ(*store_->ReadModelBlob("m", 2), "v2");
+  // The orphan's version number was never committed, so it is handed out (to a new file) again.
+  EXPECT_EQ(store_->PutModel(DeepRfmModel("m"), "v3")->version(), 3);
+  EXPECT_EQ(*store_->ReadModelBlob("m", 3), "v3");
+  Reopen();
+  EXPECT_EQ(store_->files_removed_at_open(), 0);
+}
+
+TEST_F(SqliteStoreTest, PutModelOfAJobThatAlreadyStoredOneReturnsThatVersion) {
+  v1::Model model = DeepRfmModel("m");
+  model.set_job_id("0123456789abcdef");
+  absl::StatusOr<v1::Model> first = store_->PutModel(model, "first run");
+  ASSERT_TRUE(first.ok()) << first.status();
+  // The job runs again (a crash came before its success was recorded) and stores its result.
+  absl::StatusOr<v1::Model> again = store_->PutModel(model, "second run");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->version(), first->version());
+  EXPECT_EQ(again->sha256(), first->sha256());
+  Reopen();
+  EXPECT_EQ(store_->PutModel(model, "third run")->version(), first->version());
+  EXPECT_EQ(store_->ListModels("m", 0, "")->items.size(), 1u);
+  EXPECT_EQ(*store_->ReadModelBlob("m", 0), "first run");
+  EXPECT_FALSE(HasTemporaryFile(dir_));
+  // Other jobs and models without a job get versions of their own.
+  v1::Model other = DeepRfmModel("m");
+  other.set_job_id("fedcba9876543210");
+  EXPECT_EQ(store_->PutModel(other, "other job")->version(), 2);
+  EXPECT_EQ(store_->PutModel(DeepRfmModel("m"), "imported")->version(), 3);
+  EXPECT_EQ(store_->PutModel(DeepRfmModel("m"), "imported")->version(), 4);
+  // Once the job's version is deleted, the job may store a new one.
+  ASSERT_TRUE(store_->DeleteModel("m", first->version()).ok());
+  EXPECT_EQ(store_->PutModel(model, "after delete")->version(), 5);
+}
+
+// Sets RLIMIT_FSIZE (with SIGXFSZ ignored, so that a write beyond it fails with EFBIG instead of
+// killing the process) for the test's lifetime.
+class ScopedFileSizeLimit {
+ public:
+  explicit ScopedFileSizeLimit(rlim_t bytes) {
+    getrlimit(RLIMIT_FSIZE, &saved_);
+    old_handler_ = signal(SIGXFSZ, SIG_IGN);
+    rlimit limit = saved_;
+    limit.rlim_cur = bytes;
+    ok_ = setrlimit(RLIMIT_FSIZE, &limit) == 0;
+  }
+  ~ScopedFileSizeLimit() {
+    setrlimit(RLIMIT_FSIZE, &saved_);
+    signal(SIGXFSZ, old_handler_);
+  }
+  bool ok() const { return ok_; }
+
+ private:
+  rlimit saved_{};
+  sighandler_t old_handler_ = SIG_DFL;
+  bool ok_ = false;
+};
+
+TEST_F(SqliteStoreTest, WritesThatRunOutOfSpaceAreResourceExhaustedAndStoreNothing) {
+  const TestData small = MakeData(6, 2, 3);
+  ASSERT_TRUE(store_->PutDataset(Info("before", 6, 2, 3), small.features, small.labels).ok());
+  ASSERT_TRUE(store_->PutModel(DeepRfmModel("m"), "before").ok());
+  const std::vector<std::string> files_before = FilesUnder(dir_ + "/datasets");
+  const TestData big = MakeData(4000, 64, 3);  // 1 MB of features
+  {
+    ScopedFileSizeLimit limit(256 << 10);
+    ASSERT_TRUE(limit.ok());
+    absl::StatusOr<PutDatasetResult> dataset =
+        store_->PutDataset(Info("big", 4000, 64, 3), big.features, big.labels);
+    EXPECT_EQ(dataset.status().code(), absl::StatusCode::kResourceExhausted) << dataset.status();
+    EXPECT_NE(dataset.status().message().find("out of space"), std::string::npos)
+        << dataset.status();
+    absl::StatusOr<v1::Model> model = store_->PutModel(DeepRfmModel("m"), big.features);
+    EXPECT_EQ(model.status().code(), absl::StatusCode::kResourceExhausted) << model.status();
+    EXPECT_FALSE(HasTemporaryFile(dir_));
+    EXPECT_EQ(FilesUnder(dir_ + "/datasets"), files_before);
+    EXPECT_EQ(store_->GetDataset("big").status().code(), absl::StatusCode::kNotFound);
+    EXPECT_EQ(store_->GetModel("m", 0)->version(), 1);
+    // Small writes still fit.
+    EXPECT_TRUE(store_->PutModel(DeepRfmModel("m"), "small")->version() == 2);
+  }
+  // With space again the same writes succeed; what was there before is intact.
+  EXPECT_TRUE(store_->PutDataset(Info("big", 4000, 64, 3), big.features, big.labels).ok());
+  EXPECT_EQ(store_->PutModel(DeepRfmModel("m"), big.features)->version(), 3);
+  EXPECT_TRUE(store_->LoadDataset("before", 0, 0).ok());
+  EXPECT_EQ(*store_->ReadModelBlob("m", 1), "before");
+  EXPECT_EQ(QueryDatabase(dir_, "PRAGMA integrity_check"), "ok");
+}
+
+// Drops, for the calling thread only (capabilities are per thread), the capabilities that let
+// root write where permissions forbid it, so that a chmod'ed directory is read-only to it too.
+// Restores them on destruction.
+class ScopedNoPermissionOverride {
+ public:
+  ScopedNoPermissionOverride() {
+    header_.version = _LINUX_CAPABILITY_VERSION_3;
+    header_.pid = 0;
+    if (syscall(SYS_capget, &header_, saved_) != 0) return;
+    __user_cap_data_struct reduced[2];
+    std::memcpy(reduced, saved_, sizeof(reduced));
+    for (int cap : {CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER}) {
+      reduced[cap / 32].effective &= ~(1u << (cap % 32));
+    }
+    ok_ = syscall(SYS_capset, &header_, reduced) == 0;
+  }
+  ~ScopedNoPermissionOverride() {
+    if (ok_) syscall(SYS_capset, &header_, saved_);
+  }
+  bool ok() const { return ok_; }
+
+ private:
+  __user_cap_header_struct header_{};
+  __user_cap_data_struct saved_[2]{};
+  bool ok_ = false;
+};
+
+TEST_F(SqliteStoreTest, OpenRefusesADataDirectoryItCannotWriteAndChangesNothing) {
+  ASSERT_TRUE(store_->PutModel(DeepRfmModel("m"), "kept").ok());
+  store_.reset();
+  const std::vector<std::string> files = FilesUnder(dir_);
+  ScopedNoPermissionOverride no_override;
+  ASSERT_TRUE(no_override.ok()) << "cannot drop CAP_DAC_OVERRIDE: " << std::strerror(errno);
+  SqliteStoreOptions options;
+  options.data_dir = dir_;
+  for (const std::string& dir : {dir_, dir_ + "/datasets", dir_ + "/models"}) {
+    SCOPED_TRACE(dir);
+    fs::permissions(dir, fs::perms::owner_write | fs::perms::group_write | fs::perms::others_write,
+                    fs::perm_options::remove);
+    absl::StatusOr<std::unique_ptr<SqliteStore>> store = SqliteStore::Open(options);
+    EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition) << store.status();
+    EXPECT_NE(store.status().message().find("not writable"), std::string::npos) << store.status();
+    fs::permissions(dir, fs::perms::owner_write, fs::perm_options::add);
+    EXPECT_EQ(FilesUnder(dir_), files);
+  }
+  // A write-protected database (SQLite would open it read-only) is refused too.
+  fs::permissions(dir_ + "/store.db", fs::perms::owner_write, fs::perm_options::remove);
+  absl::StatusOr<std::unique_ptr<SqliteStore>> store = SqliteStore::Open(options);
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition) << store.status();
+  EXPECT_NE(store.status().message().find("read-only"), std::string::npos) << store.status();
+  fs::permissions(dir_ + "/store.db", fs::perms::owner_write, fs::perm_options::add);
+  Reopen();
+  EXPECT_EQ(*store_->ReadModelBlob("m", 1), "kept");
 }
 
 TEST_F(SqliteStoreTest, BadNamesAreRefused) {
@@ -616,24 +850,6 @@ TEST_F(SqliteStoreTest, ASecondStoreCannotOpenTheSameDirectory) {
   EXPECT_EQ(SqliteStore::Open(options).status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
-// Runs `sql` on the store's database through a second connection; returns the first column of
-// the first row as text ("" when there is none).
-std::string QueryDatabase(const std::string& dir, const std::string& sql) {
-  sqlite3* db = nullptr;
-  std::string result;
-  if (sqlite3_open((dir + "/store.db").c_str(), &db) == SQLITE_OK) {
-    sqlite3_busy_timeout(db, 5000);
-    sqlite3_stmt* stmt = nullptr;
-    if (sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr) == SQLITE_OK &&
-        sqlite3_step(stmt) == SQLITE_ROW && sqlite3_column_text(stmt, 0) != nullptr) {
-      result = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0));
-    }
-    sqlite3_finalize(stmt);
-  }
-  sqlite3_close(db);
-  return result;
-}
-
 TEST_F(SqliteStoreTest, DatabaseIsInWalModeAtTheLatestSchemaVersion) {
   EXPECT_EQ(QueryDatabase(dir_, "PRAGMA journal_mode"), "wal");
   EXPECT_EQ(QueryDatabase(dir_, "SELECT MAX(version) FROM schema_version"),
@@ -641,6 +857,29 @@ TEST_F(SqliteStoreTest, DatabaseIsInWalModeAtTheLatestSchemaVersion) {
   Reopen();  // Migrations already applied are not applied again.
   EXPECT_EQ(QueryDatabase(dir_, "SELECT COUNT(*) FROM schema_version"),
             std::to_string(SqliteStore::LatestSchemaVersion()));
+}
+
+TEST_F(SqliteStoreTest, OpenMigratesADatabaseOfTheFirstSchemaVersion) {
+  const v1::Job job = CreateJob(QueuedJob("req"));
+  ASSERT_TRUE(store_->PutModel(DeepRfmModel("m"), "blob").ok());
+  store_.reset();
+  // Back to version 1: what version 2 added is taken out again.
+  QueryDatabase(dir_, "DROP INDEX models_by_job");
+  QueryDatabase(dir_, "ALTER TABLE jobs DROP COLUMN cancel_requested");
+  QueryDatabase(dir_, "DELETE FROM schema_version WHERE version > 1");
+  ASSERT_EQ(QueryDatabase(dir_,
+                          "SELECT COUNT(*) FROM pragma_table_info('jobs') "
+                          "WHERE name = 'cancel_requested'"),
+            "0");
+  ASSERT_EQ(QueryDatabase(dir_, "SELECT MAX(version) FROM schema_version"), "1");
+  Reopen();
+  EXPECT_EQ(QueryDatabase(dir_, "SELECT MAX(version) FROM schema_version"),
+            std::to_string(SqliteStore::LatestSchemaVersion()));
+  EXPECT_EQ(store_->GetJob(job.id())->request_id(), "req");
+  EXPECT_FALSE(*store_->CancelRequested(job.id()));
+  EXPECT_TRUE(store_->MarkCancelRequested(job.id()).ok());
+  EXPECT_EQ(*store_->ReadModelBlob("m", 1), "blob");
+  EXPECT_EQ(QueryDatabase(dir_, "PRAGMA integrity_check"), "ok");
 }
 
 TEST_F(SqliteStoreTest, OpenRefusesADatabaseWrittenByANewerSchema) {
