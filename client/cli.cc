@@ -100,6 +100,63 @@ std::string ConfigText(const v1::FitConfig& c) {
   return parts.empty() ? "(server defaults)" : absl::StrJoin(parts, " ");
 }
 
+// The MlpConfig fields that are set, as "name=value" pairs in proto order.
+std::string MlpConfigText(const v1::MlpConfig& c) {
+  std::vector<std::string> parts;
+  if (c.has_depth()) parts.push_back(absl::StrCat("depth=", c.depth()));
+  if (c.has_width()) parts.push_back(absl::StrCat("width=", c.width()));
+  if (c.has_init_gain()) parts.push_back(absl::StrCat("init_gain=", c.init_gain()));
+  if (c.has_learning_rate()) parts.push_back(absl::StrCat("learning_rate=", c.learning_rate()));
+  if (c.has_epochs()) parts.push_back(absl::StrCat("epochs=", c.epochs()));
+  if (c.has_batch_size()) parts.push_back(absl::StrCat("batch_size=", c.batch_size()));
+  if (c.has_measure_every()) parts.push_back(absl::StrCat("measure_every=", c.measure_every()));
+  if (c.has_seed()) parts.push_back(absl::StrCat("seed=", c.seed()));
+  if (c.has_weight_decay()) parts.push_back(absl::StrCat("weight_decay=", c.weight_decay()));
+  if (c.has_standardize()) {
+    parts.push_back(absl::StrCat("standardize=", c.standardize() ? "true" : "false"));
+  }
+  if (c.has_row_normalize()) {
+    parts.push_back(absl::StrCat("row_normalize=", c.row_normalize() ? "true" : "false"));
+  }
+  return parts.empty() ? "(server defaults)" : absl::StrJoin(parts, " ");
+}
+
+// The DatasetSlice of the --X, --X-limit and --X-offset flags (`name` is "--X"); nullopt when
+// --X is not given and not `required`.
+absl::StatusOr<std::optional<v1::DatasetSlice>> MakeSlice(const std::string& dataset,
+                                                          std::optional<int64_t> limit,
+                                                          std::optional<int64_t> offset,
+                                                          std::string_view name, bool required) {
+  const std::string flag(name);
+  if (dataset.empty()) {
+    if (required) return absl::InvalidArgumentError(absl::StrCat(flag, " names the dataset"));
+    if (limit || offset) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(flag, "-limit and ", flag, "-offset need ", flag, " DATASET"));
+    }
+    return std::nullopt;
+  }
+  v1::DatasetSlice slice;
+  slice.set_dataset(dataset);
+  if (limit) slice.set_limit(*limit);
+  if (offset) slice.set_offset(*offset);
+  return slice;
+}
+
+// --label key=value flags into the request's labels.
+absl::Status SetLabels(const std::vector<std::string>& labels,
+                       google::protobuf::Map<std::string, std::string>* out) {
+  for (const std::string& label : labels) {
+    const size_t eq = label.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--label takes key=value with a non-empty key; got \"", label, "\""));
+    }
+    (*out)[label.substr(0, eq)] = label.substr(eq + 1);
+  }
+  return absl::OkStatus();
+}
+
 // "key:   value" lines, keys padded to the longest.
 std::string KeyValues(const std::vector<std::pair<std::string, std::string>>& rows) {
   size_t width = 0;
@@ -157,6 +214,44 @@ std::string PlotSubtitle(const v1::Job& job) {
     parts.push_back(absl::StrFormat("test accuracy %.4f", job.reports().rbegin()->test_accuracy()));
   }
   return absl::StrJoin(parts, "  \u00B7  ");
+}
+
+std::string NetworkPlotTitle(const v1::Job& job) {
+  if (job.kind() == v1::Job::ANALYSIS) {
+    return absl::StrCat("MLP analysis of ", ModelRefText(job.analyzed_model()), " (job ", job.id(),
+                        ")");
+  }
+  return absl::StrCat("MLP: neural collapse and the NFA by layer (job ", job.id(), ")");
+}
+
+std::string NetworkPlotSubtitle(const v1::Job& job) {
+  std::vector<std::string> parts;
+  const v1::NetworkReport* last =
+      job.network_reports().empty() ? nullptr : &*job.network_reports().rbegin();
+  if (job.kind() == v1::Job::ANALYSIS) {
+    parts.push_back(absl::StrCat("data ", SliceText(job.data())));
+    if (last != nullptr) {
+      parts.push_back(absl::StrFormat("accuracy %.4f", last->train_accuracy()));
+    }
+    return absl::StrJoin(parts, "  \u00B7  ");
+  }
+  parts.push_back(absl::StrCat("train ", SliceText(job.train())));
+  if (!job.test().dataset().empty()) parts.push_back(absl::StrCat("test ", SliceText(job.test())));
+  const v1::MlpConfig& c = job.mlp_config();
+  if (c.has_depth() && c.has_width()) {
+    parts.push_back(absl::StrCat("depth ", c.depth(), ", width ", c.width()));
+  }
+  if (c.has_init_gain()) parts.push_back(absl::StrCat("init gain ", c.init_gain()));
+  if (c.has_learning_rate()) parts.push_back(absl::StrCat("lr ", c.learning_rate()));
+  if (c.has_epochs()) parts.push_back(absl::StrCat(c.epochs(), " epochs"));
+  if (last != nullptr && last->has_test_accuracy()) {
+    parts.push_back(absl::StrFormat("test accuracy %.4f", last->test_accuracy()));
+  }
+  return absl::StrJoin(parts, "  \u00B7  ");
+}
+
+bool IsNetworkJob(const v1::Job& job) {
+  return job.kind() == v1::Job::MLP || job.kind() == v1::Job::ANALYSIS;
 }
 
 // Adds "--name" (an optional of T) whose absence leaves the optional unset; `server_default`
@@ -292,6 +387,8 @@ class Commands {
 
   int Fit(const FitFlags& flags);
   int Estimate(const FitFlags& flags);
+  int Mlp(const MlpFlags& flags);
+  int Analyze(const AnalyzeFlags& flags);
   int JobsList(const ListFlags& flags);
   int JobsGet(const std::string& id, const std::string& plot);
   int JobsWatch(const std::string& id, const std::string& plot);
@@ -301,6 +398,7 @@ class Commands {
   int ModelsGet(const std::string& name, std::optional<int64_t> version);
   int ModelsRm(const std::string& name, std::optional<int64_t> version);
   int ModelsExport(const std::string& name, std::optional<int64_t> version, std::string out);
+  int ModelsImport(const std::string& path, const std::string& name);
   int DatasetsList(const ListFlags& flags);
   int DatasetsGet(const std::string& dataset);
   int DatasetsRm(const std::string& dataset);
@@ -313,6 +411,9 @@ class Commands {
   absl::StatusOr<Client*> client();
   // Prints the error (with a hint for an unreachable server) and returns kExitError.
   int Fail(const absl::Status& status);
+  // After a submission: with `detach`, prints the job and how to follow it; otherwise watches it
+  // (printing the final Job with --output json).
+  int Submitted(const v1::Job& job, bool detach, const std::string& plot);
   // Follows a job until it ends (see Fit); `job` is what is known of it already.
   int Watch(const v1::Job& job, const std::string& plot, bool print_final_job, bool events_as_json);
   absl::Status WritePlot(const v1::Job& job, const std::string& path);
@@ -374,6 +475,12 @@ int Commands::Fail(const absl::Status& status) {
   } while (0)
 
 absl::Status Commands::WritePlot(const v1::Job& job, const std::string& path) {
+  if (IsNetworkJob(job)) {
+    std::vector<v1::NetworkReport> reports(job.network_reports().begin(),
+                                           job.network_reports().end());
+    return WriteTextFile(
+        path, RenderSvg(NetworkChart(reports, NetworkPlotTitle(job), NetworkPlotSubtitle(job))));
+  }
   std::vector<v1::LayerReport> reports(job.reports().begin(), job.reports().end());
   return WriteTextFile(path, RenderSvg(CollapseChart(reports, PlotTitle(job), PlotSubtitle(job))));
 }
@@ -382,7 +489,26 @@ int Commands::Fit(const FitFlags& flags) {
   DRFM_CLI_ASSIGN_OR_FAIL(const v1::SubmitFitRequest request, BuildSubmitFitRequest(flags));
   DRFM_CLI_ASSIGN_OR_FAIL(Client * c, client());
   DRFM_CLI_ASSIGN_OR_FAIL(const v1::Job job, c->SubmitFit(request));
-  if (flags.detach) {
+  return Submitted(job, flags.detach, flags.plot);
+}
+
+int Commands::Mlp(const MlpFlags& flags) {
+  DRFM_CLI_ASSIGN_OR_FAIL(const v1::SubmitMlpFitRequest request, BuildSubmitMlpFitRequest(flags));
+  DRFM_CLI_ASSIGN_OR_FAIL(Client * c, client());
+  DRFM_CLI_ASSIGN_OR_FAIL(const v1::Job job, c->SubmitMlpFit(request));
+  return Submitted(job, flags.detach, flags.plot);
+}
+
+int Commands::Analyze(const AnalyzeFlags& flags) {
+  DRFM_CLI_ASSIGN_OR_FAIL(const v1::SubmitAnalysisRequest request,
+                          BuildSubmitAnalysisRequest(flags));
+  DRFM_CLI_ASSIGN_OR_FAIL(Client * c, client());
+  DRFM_CLI_ASSIGN_OR_FAIL(const v1::Job job, c->SubmitAnalysis(request));
+  return Submitted(job, flags.detach, flags.plot);
+}
+
+int Commands::Submitted(const v1::Job& job, bool detach, const std::string& plot) {
+  if (detach) {
     if (json()) {
       out_ << ToJson(job, true);
     } else {
@@ -391,7 +517,7 @@ int Commands::Fit(const FitFlags& flags) {
     }
     return kExitOk;
   }
-  return Watch(job, flags.plot, /*print_final_job=*/json(), /*events_as_json=*/false);
+  return Watch(job, plot, /*print_final_job=*/json(), /*events_as_json=*/false);
 }
 
 int Commands::Watch(const v1::Job& job, const std::string& plot, bool print_final_job,
@@ -453,6 +579,10 @@ int Commands::Watch(const v1::Job& job, const std::string& plot, bool print_fina
     final_job.set_state(result->final_state);
     final_job.clear_reports();
     for (const v1::LayerReport& r : display.reports()) *final_job.add_reports() = r;
+    final_job.clear_network_reports();
+    for (const v1::NetworkReport& r : display.network_reports()) {
+      *final_job.add_network_reports() = r;
+    }
   }
   std::ostream& notes = json() ? err_ : out_;
   if (!plot.empty()) {
@@ -576,7 +706,9 @@ void Commands::PrintJob(const v1::Job& job) {
     rows.push_back({"test", SliceText(job.test())});
   }
   if (job.kind() == v1::Job::DEEP_RFM) rows.push_back({"config", ConfigText(job.config())});
-  rows.push_back({"progress", absl::StrCat(job.layers_done(), "/", job.layers_total())});
+  if (job.kind() == v1::Job::MLP) rows.push_back({"config", MlpConfigText(job.mlp_config())});
+  rows.push_back({job.kind() == v1::Job::DEEP_RFM ? "progress" : "measurements",
+                  absl::StrCat(job.layers_done(), "/", job.layers_total())});
   rows.push_back(
       {"model", job.model().name().empty()
                     ? (job.model_name().empty() ? "-" : job.model_name() + " (requested)")
@@ -605,8 +737,15 @@ void Commands::PrintJob(const v1::Job& job) {
     out_ << "\n" << LayerTable({job.reports().begin(), job.reports().end()});
   }
   if (!job.network_reports().empty()) {
-    out_ << "\n" << NetworkTableHeader();
-    for (const v1::NetworkReport& r : job.network_reports()) out_ << NetworkTableRow(r);
+    // Every measurement's summary, then the layers of the last one (all of them: --output json).
+    const v1::NetworkReport& last = *job.network_reports().rbegin();
+    if (job.kind() == v1::Job::ANALYSIS) {
+      out_ << "\n" << NetworkReportBlock(last, /*analysis=*/true);
+    } else {
+      out_ << "\n" << NetworkTableHeader();
+      for (const v1::NetworkReport& r : job.network_reports()) out_ << NetworkTableRow(r);
+      out_ << "\nlayers at epoch " << last.epoch() << ":\n" << NetworkLayerTable(last);
+    }
   }
 }
 
@@ -705,6 +844,9 @@ int Commands::ModelsGet(const std::string& name, std::optional<int64_t> version)
       {"standardize", m.standardize() ? "yes" : "no"},
   };
   if (m.kind() == v1::Model::DEEP_RFM) rows.push_back({"config", ConfigText(m.config())});
+  if (m.kind() == v1::Model::MLP) {
+    rows.push_back({"config", m.has_mlp_config() ? MlpConfigText(m.mlp_config()) : "(imported)"});
+  }
   rows.push_back({"job", m.job_id().empty() ? "-" : m.job_id()});
   rows.push_back({"created", FormatTimestamp(m.create_time())});
   rows.push_back({"size", FormatBytes(static_cast<double>(m.size_bytes()))});
@@ -772,6 +914,35 @@ int Commands::ModelsExport(const std::string& name, std::optional<int64_t> versi
     out_ << "wrote model " << model->name() << " v" << model->version() << " ("
          << FormatBytes(static_cast<double>(model->size_bytes())) << ") to " << out << "\n";
   }
+  return kExitOk;
+}
+
+int Commands::ModelsImport(const std::string& path, const std::string& name) {
+  DRFM_CLI_ASSIGN_OR_FAIL(const std::string bytes, core::ReadFileBytes(path));
+  DRFM_CLI_RETURN_IF_ERROR(CheckSafetensorsFraming(bytes, path));
+  DRFM_CLI_ASSIGN_OR_FAIL(Client * c, client());
+  const bool progress = env_.err_is_terminal && !json();
+  ModelImport import(name, bytes);
+  const absl::Time start = absl::Now();
+  absl::Time last_draw = absl::InfinitePast();
+  DRFM_CLI_ASSIGN_OR_FAIL(
+      const v1::Model model, c->ImportModel(import, [&](int64_t sent, int64_t total) {
+        const absl::Time now = absl::Now();
+        if (!progress || (now - last_draw < absl::Milliseconds(100) && sent < total)) return;
+        last_draw = now;
+        err_ << "\r\033[K" << TransferLine("import", sent, total, now - start) << std::flush;
+      }));
+  if (progress) err_ << "\n";
+  if (json()) {
+    out_ << ToJson(model, true);
+    return kExitOk;
+  }
+  out_ << "imported " << path << " as model " << model.name() << " v" << model.version() << ": "
+       << v1::Model::Kind_Name(model.kind()) << ", " << model.input_dim() << " inputs, "
+       << model.layers() << " hidden layers";
+  if (!model.layer_dims().empty()) out_ << " (" << absl::StrJoin(model.layer_dims(), ", ") << ")";
+  out_ << ", " << model.classes() << " classes, "
+       << FormatBytes(static_cast<double>(model.size_bytes())) << "\n";
   return kExitOk;
 }
 
@@ -1056,17 +1227,12 @@ void AddFitFlags(CLI::App* command, FitFlags* f, bool with_watch_options) {
 
 absl::StatusOr<v1::SubmitFitRequest> BuildSubmitFitRequest(const FitFlags& f) {
   v1::SubmitFitRequest request;
-  if (f.train.empty()) return absl::InvalidArgumentError("--train names the training dataset");
-  request.mutable_train()->set_dataset(f.train);
-  if (f.train_limit) request.mutable_train()->set_limit(*f.train_limit);
-  if (f.train_offset) request.mutable_train()->set_offset(*f.train_offset);
-  if (!f.test.empty()) {
-    request.mutable_test()->set_dataset(f.test);
-    if (f.test_limit) request.mutable_test()->set_limit(*f.test_limit);
-    if (f.test_offset) request.mutable_test()->set_offset(*f.test_offset);
-  } else if (f.test_limit || f.test_offset) {
-    return absl::InvalidArgumentError("--test-limit and --test-offset need --test DATASET");
-  }
+  DRFM_ASSIGN_OR_RETURN(std::optional<v1::DatasetSlice> train,
+                        MakeSlice(f.train, f.train_limit, f.train_offset, "--train", true));
+  DRFM_ASSIGN_OR_RETURN(std::optional<v1::DatasetSlice> test,
+                        MakeSlice(f.test, f.test_limit, f.test_offset, "--test", false));
+  *request.mutable_train() = *std::move(train);
+  if (test) *request.mutable_test() = *std::move(test);
   v1::FitConfig* c = request.mutable_config();
   if (f.layers) c->set_layers(*f.layers);
   if (f.kernel) {
@@ -1128,14 +1294,131 @@ absl::StatusOr<v1::SubmitFitRequest> BuildSubmitFitRequest(const FitFlags& f) {
   request.set_model_name(f.model);
   if (f.priority) request.set_priority(*f.priority);
   request.set_request_id(f.request_id);
-  for (const std::string& label : f.labels) {
-    const size_t eq = label.find('=');
-    if (eq == std::string::npos || eq == 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--label takes key=value with a non-empty key; got \"", label, "\""));
-    }
-    (*request.mutable_labels())[label.substr(0, eq)] = label.substr(eq + 1);
-  }
+  DRFM_RETURN_IF_ERROR(SetLabels(f.labels, request.mutable_labels()));
+  return request;
+}
+
+void AddMlpFlags(CLI::App* command, MlpFlags* f) {
+  command
+      ->add_option("--train", f->train,
+                   "training dataset: id, name, fashion-mnist:train or synthetic:...")
+      ->required();
+  AddOptional(command, "--train-limit", &f->train_limit, "use the first N training rows (0 = all)",
+              "0");
+  AddOptional(command, "--train-offset", &f->train_offset, "skip this many training rows first",
+              "0");
+  command->add_option("--test", f->test, "test dataset (reported test accuracies use it)");
+  AddOptional(command, "--test-limit", &f->test_limit, "use the first N test rows (0 = all)", "0");
+  AddOptional(command, "--test-offset", &f->test_offset, "skip this many test rows first", "0");
+  AddOptional(command, "--depth", &f->depth, "hidden layers L (the output layer is L+1)", "3")
+      ->check(CLI::Range(1, 32));
+  AddOptional(command, "--width", &f->width, "hidden width k", "512")->check(CLI::Range(1, 16384));
+  AddOptional(command, "--init-gain", &f->init_gain,
+              "gain g of the Xavier-uniform init of the hidden weights (small: feature learning)",
+              "0.1")
+      ->check(CLI::PositiveNumber);
+  AddOptional(command, "--lr,--learning-rate", &f->learning_rate, "Adam learning rate", "5e-5")
+      ->check(CLI::PositiveNumber);
+  AddOptional(command, "--epochs", &f->epochs, "training epochs (0: measure the init only)", "250")
+      ->check(CLI::Range(0, 100000));
+  AddOptional(command, "--batch-size", &f->batch_size, "mini-batch rows", "128")
+      ->check(CLI::Range(1, 1048576));
+  AddOptional(command, "--measure-every", &f->measure_every,
+              "measure every N epochs and after the last (0: only after the last)", "10")
+      ->check(CLI::NonNegativeNumber);
+  AddOptional(command, "--seed", &f->seed, "seed of the init and the shuffling",
+              "drawn by the server")
+      ->check(CLI::NonNegativeNumber);
+  AddOptional(command, "--weight-decay", &f->weight_decay, "Adam weight decay (L2)", "0")
+      ->check(CLI::NonNegativeNumber);
+  command
+      ->add_flag_function(
+          "--standardize,!--no-standardize", [f](int64_t count) { f->standardize = count > 0; },
+          "standardize inputs with the training statistics")
+      ->default_str("true");
+  command
+      ->add_flag_function(
+          "--row-normalize,!--no-row-normalize",
+          [f](int64_t count) { f->row_normalize = count > 0; },
+          "scale every input row to unit norm")
+      ->default_str("true");
+  command->add_option("--model", f->model, "store the model as the next version of NAME")
+      ->default_str("the job id");
+  AddOptional(command, "--priority", &f->priority, "scheduling priority in [-1000, 1000]", "0");
+  command->add_option("--request-id", f->request_id,
+                      "idempotency key: resubmitting it returns the same job");
+  command->add_option("--label", f->labels, "a key=value label for bookkeeping (repeatable)")
+      ->allow_extra_args(false);
+  command->add_flag("--detach", f->detach, "submit and exit without watching");
+  command->add_option("--plot", f->plot,
+                      "when the job ends, write per-layer nc1 (none/right/left) and NFA curves "
+                      "across epochs to FILE.svg");
+  command->footer(
+      "Options not given stay unset in the request and the server applies its defaults, shown "
+      "after '=' (DNN.md). Global options (--server, --output, --token-file, TLS): see "
+      "drfm --help.");
+}
+
+absl::StatusOr<v1::SubmitMlpFitRequest> BuildSubmitMlpFitRequest(const MlpFlags& f) {
+  v1::SubmitMlpFitRequest request;
+  DRFM_ASSIGN_OR_RETURN(std::optional<v1::DatasetSlice> train,
+                        MakeSlice(f.train, f.train_limit, f.train_offset, "--train", true));
+  DRFM_ASSIGN_OR_RETURN(std::optional<v1::DatasetSlice> test,
+                        MakeSlice(f.test, f.test_limit, f.test_offset, "--test", false));
+  *request.mutable_train() = *std::move(train);
+  if (test) *request.mutable_test() = *std::move(test);
+  v1::MlpConfig* c = request.mutable_config();
+  if (f.depth) c->set_depth(*f.depth);
+  if (f.width) c->set_width(*f.width);
+  if (f.init_gain) c->set_init_gain(*f.init_gain);
+  if (f.learning_rate) c->set_learning_rate(*f.learning_rate);
+  if (f.epochs) c->set_epochs(*f.epochs);
+  if (f.batch_size) c->set_batch_size(*f.batch_size);
+  if (f.measure_every) c->set_measure_every(*f.measure_every);
+  if (f.seed) c->set_seed(*f.seed);
+  if (f.weight_decay) c->set_weight_decay(*f.weight_decay);
+  if (f.standardize) c->set_standardize(*f.standardize);
+  if (f.row_normalize) c->set_row_normalize(*f.row_normalize);
+  request.set_model_name(f.model);
+  if (f.priority) request.set_priority(*f.priority);
+  request.set_request_id(f.request_id);
+  DRFM_RETURN_IF_ERROR(SetLabels(f.labels, request.mutable_labels()));
+  return request;
+}
+
+void AddAnalyzeFlags(CLI::App* command, AnalyzeFlags* f) {
+  command->add_option("MODEL", f->model, "name of a stored MLP (trained or imported)")->required();
+  AddOptional(command, "--version", &f->version, "model version", "latest")
+      ->check(CLI::PositiveNumber);
+  command
+      ->add_option("--data", f->data,
+                   "dataset to measure on (its labels define the classes): id, name, "
+                   "fashion-mnist:test or synthetic:...")
+      ->required();
+  AddOptional(command, "--data-limit", &f->data_limit, "use the first N rows (0 = all)", "0");
+  AddOptional(command, "--data-offset", &f->data_offset, "skip this many rows first", "0");
+  AddOptional(command, "--priority", &f->priority, "scheduling priority in [-1000, 1000]", "0");
+  command->add_option("--request-id", f->request_id,
+                      "idempotency key: resubmitting it returns the same job");
+  command->add_option("--label", f->labels, "a key=value label for bookkeeping (repeatable)")
+      ->allow_extra_args(false);
+  command->add_flag("--detach", f->detach, "submit and exit without watching");
+  command->add_option("--plot", f->plot,
+                      "when the job ends, write nc1 (none/right/left) and NFA by layer to "
+                      "FILE.svg");
+}
+
+absl::StatusOr<v1::SubmitAnalysisRequest> BuildSubmitAnalysisRequest(const AnalyzeFlags& f) {
+  v1::SubmitAnalysisRequest request;
+  if (f.model.empty()) return absl::InvalidArgumentError("MODEL names the MLP to analyze");
+  request.set_model(f.model);
+  if (f.version) request.set_version(*f.version);
+  DRFM_ASSIGN_OR_RETURN(std::optional<v1::DatasetSlice> data,
+                        MakeSlice(f.data, f.data_limit, f.data_offset, "--data", true));
+  *request.mutable_data() = *std::move(data);
+  if (f.priority) request.set_priority(*f.priority);
+  request.set_request_id(f.request_id);
+  DRFM_RETURN_IF_ERROR(SetLabels(f.labels, request.mutable_labels()));
   return request;
 }
 
@@ -1223,8 +1506,10 @@ absl::StatusOr<core::RowMatrixF> ReadPredictFeatures(const std::string& path,
 int RunCli(const std::vector<std::string>& args, const CliEnv& env) {
   std::ostream& out = *env.out;
   std::ostream& err = *env.err;
-  CLI::App app{"drfm: fit Deep Recursive Feature Machines on a drfm server and follow them",
-               "drfm"};
+  CLI::App app{
+      "drfm: fit Deep Recursive Feature Machines and MLPs on a drfm server, follow them and "
+      "measure their neural collapse",
+      "drfm"};
   app.require_subcommand(1);
   app.fallthrough();
   app.get_formatter()->column_width(36);
@@ -1259,6 +1544,18 @@ int RunCli(const std::vector<std::string>& args, const CliEnv& env) {
       app.add_subcommand("estimate", "memory and flops a fit would need (no job is created)");
   AddFitFlags(estimate, &estimate_flags, /*with_watch_options=*/false);
 
+  MlpFlags mlp_flags;
+  CLI::App* mlp = app.add_subcommand(
+      "mlp",
+      "train an MLP and watch it: loss, accuracies and per-layer nc1 (none/right/left) and NFA "
+      "at each measurement");
+  AddMlpFlags(mlp, &mlp_flags);
+
+  AnalyzeFlags analyze_flags;
+  CLI::App* analyze = app.add_subcommand(
+      "analyze", "measure a stored MLP on a dataset: per-layer nc1 (none/right/left) and NFA");
+  AddAnalyzeFlags(analyze, &analyze_flags);
+
   CLI::App* jobs = app.add_subcommand("jobs", "list, inspect, watch, cancel and delete jobs");
   jobs->require_subcommand(1);
   ListFlags jobs_list_flags;
@@ -1282,7 +1579,8 @@ int RunCli(const std::vector<std::string>& args, const CliEnv& env) {
   CLI::App* jobs_rm = jobs->add_subcommand("rm", "delete a finished job and its events");
   jobs_rm->add_option("ID", job_id, "job id")->required();
 
-  CLI::App* models = app.add_subcommand("models", "list, inspect, delete and export models");
+  CLI::App* models =
+      app.add_subcommand("models", "list, inspect, delete, export and import models");
   models->require_subcommand(1);
   ListFlags models_list_flags;
   CLI::App* models_list = models->add_subcommand("list", "model versions, newest first");
@@ -1301,6 +1599,13 @@ int RunCli(const std::vector<std::string>& args, const CliEnv& env) {
   models_export->add_option("NAME", model_name, "model name")->required();
   AddOptional(models_export, "--version", &model_version, "model version", "latest");
   models_export->add_option("--out", export_out, "output file")->default_str("NAME-vN.safetensors");
+  std::string import_file, import_name;
+  CLI::App* models_import = models->add_subcommand(
+      "import", "store an MLP given as a safetensors file (layers.0.weight, ...; DNN.md)");
+  models_import->add_option("FILE", import_file, "the .safetensors file (optionally .gz)")
+      ->required();
+  models_import->add_option("--name", import_name, "store it as the next version of NAME")
+      ->required();
 
   CLI::App* datasets = app.add_subcommand("datasets", "list, inspect, delete and upload datasets");
   datasets->require_subcommand(1);
@@ -1363,6 +1668,8 @@ int RunCli(const std::vector<std::string>& args, const CliEnv& env) {
   Commands commands(env, g);
   if (fit->parsed()) return commands.Fit(fit_flags);
   if (estimate->parsed()) return commands.Estimate(estimate_flags);
+  if (mlp->parsed()) return commands.Mlp(mlp_flags);
+  if (analyze->parsed()) return commands.Analyze(analyze_flags);
   if (jobs_list->parsed()) return commands.JobsList(jobs_list_flags);
   if (jobs_get->parsed()) return commands.JobsGet(job_id, plot);
   if (jobs_watch->parsed()) return commands.JobsWatch(job_id, plot);
@@ -1372,6 +1679,7 @@ int RunCli(const std::vector<std::string>& args, const CliEnv& env) {
   if (models_get->parsed()) return commands.ModelsGet(model_name, model_version);
   if (models_rm->parsed()) return commands.ModelsRm(model_name, model_version);
   if (models_export->parsed()) return commands.ModelsExport(model_name, model_version, export_out);
+  if (models_import->parsed()) return commands.ModelsImport(import_file, import_name);
   if (datasets_list->parsed()) return commands.DatasetsList(datasets_list_flags);
   if (datasets_get->parsed()) return commands.DatasetsGet(dataset_ref);
   if (datasets_rm->parsed()) return commands.DatasetsRm(dataset_ref);

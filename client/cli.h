@@ -1,10 +1,10 @@
 // The `drfm` command line: parsing (CLI11) and the commands of API.md ("CLI: drfm"): fit,
-// estimate, jobs list|get|watch|cancel|rm, models list|get|rm|export, datasets
-// list|get|rm|upload, predict and health. RunCli runs one command line against a server and
-// returns the exit status; its streams, terminal detection and connection are injected, so tests
-// drive it without a process or a real server. Exit status: 0 success, 1 an error (the server's
-// message is printed, a FAILED or CANCELLED job included), 2 a usage error, 130 a watch left with
-// Ctrl-C (the job keeps running).
+// estimate, mlp, analyze, jobs list|get|watch|cancel|rm, models list|get|rm|export|import,
+// datasets list|get|rm|upload, predict and health. RunCli runs one command line against a server
+// and returns the exit status; its streams, terminal detection and connection are injected, so
+// tests drive it without a process or a real server. Exit status: 0 success, 1 an error (the
+// server's message is printed, a FAILED or CANCELLED job included), 2 a usage error, 130 a watch
+// left with Ctrl-C (the job keeps running).
 #ifndef DRFM_CLIENT_CLI_H_
 #define DRFM_CLIENT_CLI_H_
 
@@ -73,6 +73,64 @@ void AddFitFlags(CLI::App* command, FitFlags* flags, bool with_watch_options);
 // The request the flags describe: only the given fields are set. InvalidArgument for a --label
 // without '=' or with an empty key, or --test-limit / --test-offset without --test.
 absl::StatusOr<v1::SubmitFitRequest> BuildSubmitFitRequest(const FitFlags& flags);
+
+// The options of `mlp` (DNN.md). As with FitFlags, a MlpConfig flag that is not given stays unset
+// and the server applies its default.
+struct MlpFlags {
+  std::string train;
+  std::optional<int64_t> train_limit;
+  std::optional<int64_t> train_offset;
+  std::string test;
+  std::optional<int64_t> test_limit;
+  std::optional<int64_t> test_offset;
+  std::optional<int32_t> depth;
+  std::optional<int32_t> width;
+  std::optional<double> init_gain;
+  std::optional<double> learning_rate;
+  std::optional<int32_t> epochs;
+  std::optional<int32_t> batch_size;
+  std::optional<int32_t> measure_every;
+  std::optional<uint64_t> seed;
+  std::optional<double> weight_decay;
+  std::optional<bool> standardize;
+  std::optional<bool> row_normalize;
+  std::string model;
+  std::optional<int32_t> priority;
+  std::string request_id;
+  std::vector<std::string> labels;  // key=value
+  bool detach = false;
+  std::string plot;
+};
+
+// Declares the MlpFlags options on `command`. The ranges MlpConfig documents (depth, width,
+// epochs, batch size; positive learning rate and gain; non-negative measure_every, weight decay
+// and seed) are checked while parsing; everything else is the server's to judge.
+void AddMlpFlags(CLI::App* command, MlpFlags* flags);
+
+// The request the flags describe: only the given fields are set. InvalidArgument as for
+// BuildSubmitFitRequest (a --label without '=', --test-limit / --test-offset without --test).
+absl::StatusOr<v1::SubmitMlpFitRequest> BuildSubmitMlpFitRequest(const MlpFlags& flags);
+
+// The options of `analyze MODEL --data DATASET`.
+struct AnalyzeFlags {
+  std::string model;
+  std::optional<int64_t> version;
+  std::string data;
+  std::optional<int64_t> data_limit;
+  std::optional<int64_t> data_offset;
+  std::optional<int32_t> priority;
+  std::string request_id;
+  std::vector<std::string> labels;  // key=value
+  bool detach = false;
+  std::string plot;
+};
+
+// Declares the AnalyzeFlags options (MODEL positional, --data required) on `command`.
+void AddAnalyzeFlags(CLI::App* command, AnalyzeFlags* flags);
+
+// The request the flags describe. InvalidArgument for an empty model or data name or a bad
+// --label.
+absl::StatusOr<v1::SubmitAnalysisRequest> BuildSubmitAnalysisRequest(const AnalyzeFlags& flags);
 
 // What `datasets upload` reads.
 struct UploadFiles {

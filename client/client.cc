@@ -370,6 +370,27 @@ absl::StatusOr<WatchResult> Client::WatchJob(
   }
 }
 
+namespace {
+
+// Writes the header and then every chunk of `source` (a DatasetUpload or a ModelImport) to a
+// client-streaming call, and finishes it. A failed Write means the server has ended the call (e.g.
+// rejected the header); Finish then carries its reason, so writing stops and asks for it.
+template <typename Request, typename Source>
+grpc::Status WriteStream(grpc::ClientWriter<Request>* writer, Source& source,
+                         const std::function<void(int64_t, int64_t)>& on_progress) {
+  source.Rewind();
+  bool open = writer->Write(source.header());
+  Request chunk;
+  while (open && source.NextChunk(&chunk)) {
+    open = writer->Write(chunk);
+    if (open && on_progress) on_progress(source.sent_bytes(), source.total_bytes());
+  }
+  if (open) writer->WritesDone();
+  return writer->Finish();
+}
+
+}  // namespace
+
 absl::StatusOr<v1::Dataset> Client::UploadDataset(
     DatasetUpload& upload, const std::function<void(int64_t, int64_t)>& on_progress) {
   grpc::ClientContext context;
@@ -377,19 +398,21 @@ absl::StatusOr<v1::Dataset> Client::UploadDataset(
   v1::Dataset dataset;
   std::unique_ptr<grpc::ClientWriter<v1::UploadDatasetRequest>> writer =
       datasets_->UploadDataset(&context, &dataset);
-  upload.Rewind();
-  // A failed Write means the server has ended the call (e.g. rejected the header); Finish then
-  // carries its reason, so stop writing and ask for it.
-  bool open = writer->Write(upload.header());
-  v1::UploadDatasetRequest chunk;
-  while (open && upload.NextChunk(&chunk)) {
-    open = writer->Write(chunk);
-    if (open && on_progress) on_progress(upload.sent_bytes(), upload.total_bytes());
-  }
-  if (open) writer->WritesDone();
-  const grpc::Status status = writer->Finish();
+  const grpc::Status status = WriteStream(writer.get(), upload, on_progress);
   if (!status.ok()) return FromGrpcStatus(status);
   return dataset;
+}
+
+absl::StatusOr<v1::Model> Client::ImportModel(
+    ModelImport& import, const std::function<void(int64_t, int64_t)>& on_progress) {
+  grpc::ClientContext context;
+  Prepare(&context, /*unary=*/false);
+  v1::Model model;
+  std::unique_ptr<grpc::ClientWriter<v1::ImportModelRequest>> writer =
+      models_->ImportModel(&context, &model);
+  const grpc::Status status = WriteStream(writer.get(), import, on_progress);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return model;
 }
 
 absl::Status Client::PredictStream(

@@ -189,6 +189,12 @@ class Client {
   absl::Status PredictStream(
       const std::function<bool(v1::PredictRequest*)>& next_request,
       const std::function<absl::Status(const v1::PredictResponse&)>& on_response);
+  // Stores the safetensors file of `import` as an MLP: sends import.header() and then every
+  // chunk, calling `on_progress(sent_bytes, total_bytes)` after each (optional). Errors: the
+  // server's (INVALID_ARGUMENT for a file that is not a valid MLP, DATA_LOSS for a checksum
+  // mismatch, ...).
+  absl::StatusOr<v1::Model> ImportModel(
+      ModelImport& import, const std::function<void(int64_t, int64_t)>& on_progress = nullptr);
   // Streams the model's safetensors file into `on_data(bytes)` in order and returns the model
   // (from the first chunk). DataLoss when the chunks' offsets, the total size or the SHA-256
   // disagree with the first chunk's header; an error from `on_data` cancels and is returned.

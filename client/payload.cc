@@ -135,6 +135,51 @@ bool DatasetUpload::NextChunk(v1::UploadDatasetRequest* request) {
   return true;
 }
 
+absl::Status CheckSafetensorsFraming(std::string_view bytes, const std::string& path) {
+  auto not_safetensors = [&](const std::string& why) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, " is not a safetensors file: ", why,
+                     " (expected 8 bytes of little-endian header length, a JSON header and the "
+                     "tensor data)"));
+  };
+  if (bytes.size() < 8) {
+    return not_safetensors(absl::StrCat("it has only ", bytes.size(), " bytes"));
+  }
+  uint64_t header_length = 0;
+  for (int b = 7; b >= 0; --b) {
+    header_length = (header_length << 8) | static_cast<unsigned char>(bytes[b]);
+  }
+  if (header_length < 2 || header_length > bytes.size() - 8) {
+    return not_safetensors(absl::StrCat("its header length field says ", header_length,
+                                        " bytes but the file has ", bytes.size() - 8,
+                                        " bytes after it"));
+  }
+  const size_t first = bytes.find_first_not_of(" \t\r\n", 8);
+  if (first >= 8 + header_length || bytes[first] != '{') {
+    return not_safetensors("its header is not a JSON object");
+  }
+  return absl::OkStatus();
+}
+
+ModelImport::ModelImport(std::string name, std::string_view bytes, size_t chunk_bytes)
+    : bytes_(bytes), chunk_bytes_(chunk_bytes) {
+  DRFM_CHECK(chunk_bytes >= 1);
+  v1::ImportModelHeader* header = header_.mutable_header();
+  header->set_name(std::move(name));
+  header->set_size_bytes(static_cast<int64_t>(bytes.size()));
+  Sha256 sha;
+  sha.Update(bytes);
+  header->set_sha256(sha.HexDigest());
+}
+
+bool ModelImport::NextChunk(v1::ImportModelRequest* request) {
+  if (sent_ >= total_bytes()) return false;
+  const size_t count = std::min(chunk_bytes_, bytes_.size() - static_cast<size_t>(sent_));
+  request->set_chunk(std::string(bytes_.substr(static_cast<size_t>(sent_), count)));
+  sent_ += static_cast<int64_t>(count);
+  return true;
+}
+
 int64_t PredictBatchRows(int64_t cols, size_t max_bytes) {
   if (cols <= 0) return 1;
   return std::max<int64_t>(1, static_cast<int64_t>(max_bytes) / (4 * cols));

@@ -1,8 +1,8 @@
 // What the CLI sends and receives as bytes: the wire encoding of features (float32 little-endian,
 // row-major) and labels (int32 little-endian), the SHA-256 content hash of a dataset, the
-// chunking of a dataset into an UploadDataset stream, the batching of rows into Predict requests,
-// and the CSV form of predictions. Pure functions and value types, no I/O and no RPCs, so each is
-// unit-tested on its own.
+// chunking of a dataset into an UploadDataset stream and of a safetensors file into an
+// ImportModel stream, the batching of rows into Predict requests, and the CSV form of predictions.
+// Pure functions and value types, no I/O and no RPCs, so each is unit-tested on its own.
 #ifndef DRFM_CLIENT_PAYLOAD_H_
 #define DRFM_CLIENT_PAYLOAD_H_
 
@@ -86,6 +86,40 @@ class DatasetUpload {
   v1::UploadDatasetRequest header_;
   int64_t feature_bytes_;
   int64_t label_bytes_;
+  int64_t sent_ = 0;
+};
+
+// The framing of a safetensors file: 8 bytes of little-endian header length n, then n bytes of
+// JSON header (an object), then the tensor data. OK when `bytes` has that framing; InvalidArgument
+// naming `path` otherwise (a file given by mistake: a CSV, a pickle, a truncated download). Only
+// the framing is checked here: the server validates the header and the tensors (DNN.md).
+absl::Status CheckSafetensorsFraming(std::string_view bytes, const std::string& path);
+
+// The messages of one ImportModel stream for the safetensors file `bytes`: a header (name, size
+// and SHA-256 of the file), then chunks of at most `chunk_bytes` bytes in order. `bytes` is
+// borrowed and must outlive the object. Not thread-safe.
+class ModelImport {
+ public:
+  // Precondition: chunk_bytes >= 1.
+  ModelImport(std::string name, std::string_view bytes, size_t chunk_bytes = kDefaultChunkBytes);
+
+  // The first message of the stream.
+  const v1::ImportModelRequest& header() const { return header_; }
+
+  // Sets `*request` to the next chunk and returns true, or returns false after the last one.
+  bool NextChunk(v1::ImportModelRequest* request);
+
+  // Bytes of the file and sent so far by NextChunk.
+  int64_t total_bytes() const { return static_cast<int64_t>(bytes_.size()); }
+  int64_t sent_bytes() const { return sent_; }
+
+  // Rewinds to the first chunk (for a retried import).
+  void Rewind() { sent_ = 0; }
+
+ private:
+  std::string_view bytes_;
+  size_t chunk_bytes_;
+  v1::ImportModelRequest header_;
   int64_t sent_ = 0;
 };
 

@@ -39,8 +39,8 @@ std::string DecadeLabel(int e) {
   return absl::StrCat("1e", e);
 }
 
-bool Plottable(const std::pair<double, double>& p) {
-  return std::isfinite(p.first) && std::isfinite(p.second) && p.second > 0;
+bool Plottable(const std::pair<double, double>& p, bool log) {
+  return std::isfinite(p.first) && std::isfinite(p.second) && (!log || p.second > 0);
 }
 
 bool IsTerminalState(v1::Job::State state) {
@@ -192,14 +192,54 @@ std::string LayerTable(const std::vector<v1::LayerReport>& reports) {
 }
 
 std::string NetworkTableHeader() {
-  return absl::StrFormat("%-7s %10s %7s %7s %7s\n", "epoch", "loss", "train", "test", "sec");
+  return absl::StrFormat("%-7s %10s %10s %7s %7s %7s\n", "epoch", "train_loss", "test_loss",
+                         "train", "test", "sec");
 }
 
 std::string NetworkTableRow(const v1::NetworkReport& r) {
-  return absl::StrFormat("%-7d %10s %7s %7s %7.2f\n", r.epoch(), FormatMetric(r.train_loss()),
-                         FormatAccuracy(r.train_accuracy()),
-                         r.has_test_accuracy() ? FormatAccuracy(r.test_accuracy()) : "-",
-                         r.seconds());
+  return absl::StrFormat(
+      "%-7d %10s %10s %7s %7s %7.2f\n", r.epoch(), FormatMetric(r.train_loss()),
+      r.has_test_loss() ? FormatMetric(r.test_loss()) : "-", FormatAccuracy(r.train_accuracy()),
+      r.has_test_accuracy() ? FormatAccuracy(r.test_accuracy()) : "-", r.seconds());
+}
+
+std::string FormatCorrelation(double value) {
+  if (std::isnan(value)) return "-";
+  return absl::StrFormat("%.4f", value);
+}
+
+std::string NetworkLayerTable(const v1::NetworkReport& report, std::string_view indent) {
+  std::string out = absl::StrFormat("%s%-7s %9s %9s %9s %7s %7s %8s\n", indent, "layer", "nc1_none",
+                                    "nc1_right", "nc1_left", "nfa", "nfa_raw", "sigma_1");
+  for (const v1::NetworkLayerReport& l : report.layers()) {
+    const std::string layer =
+        l.output() ? absl::StrCat(l.layer(), " out") : absl::StrCat(l.layer());
+    const bool left = !l.output() && l.has_left();
+    absl::StrAppendFormat(
+        &out, "%s%-7s %9s %9s %9s %7s %7s %8s\n", indent, layer, FormatMetric(l.none().nc1()),
+        FormatMetric(l.right().nc1()), left ? FormatMetric(l.left().nc1()) : "-",
+        FormatCorrelation(l.nfa_correlation()), FormatCorrelation(l.nfa_correlation_raw()),
+        l.top_singular_values().empty() ? "-" : FormatMetric(l.top_singular_values(0)));
+  }
+  return out;
+}
+
+std::string NetworkReportBlock(const v1::NetworkReport& r, bool analysis) {
+  std::string line;
+  if (analysis) {
+    line = absl::StrCat("measured: loss ", FormatMetric(r.train_loss()), "  accuracy ",
+                        FormatAccuracy(r.train_accuracy()));
+  } else {
+    line = absl::StrCat("epoch ", r.epoch(), ": train loss ", FormatMetric(r.train_loss()),
+                        " accuracy ", FormatAccuracy(r.train_accuracy()));
+    if (r.has_test_loss() || r.has_test_accuracy()) absl::StrAppend(&line, "  test");
+    if (r.has_test_loss()) absl::StrAppend(&line, " loss ", FormatMetric(r.test_loss()));
+    if (r.has_test_accuracy()) {
+      absl::StrAppend(&line, " accuracy ", FormatAccuracy(r.test_accuracy()));
+    }
+  }
+  absl::StrAppend(&line, "  (", HumanDuration(absl::Seconds(r.seconds())), ")\n");
+  return line + NetworkLayerTable(r, "  ");
 }
 
 std::string PhaseName(v1::Progress::Phase phase) {
@@ -231,6 +271,10 @@ void JobDisplay::SetJob(const v1::Job& job) {
   if (layers_total_ == 0 && job.has_config() && job.config().has_layers()) {
     layers_total_ = job.config().layers() + 1;
   }
+  if (job.has_mlp_config()) {
+    if (job.mlp_config().has_epochs()) epochs_total_ = job.mlp_config().epochs();
+    if (job.mlp_config().has_depth()) network_layers_ = job.mlp_config().depth() + 1;
+  }
 }
 
 void JobDisplay::OnEvent(const v1::JobEvent& event, absl::Time received) {
@@ -241,6 +285,11 @@ void JobDisplay::OnEvent(const v1::JobEvent& event, absl::Time received) {
     const v1::JobStateChange& change = event.state_change();
     state_ = change.state();
     if (state_ == v1::Job::RUNNING || !start_.has_value()) start_ = t;
+    if (state_ == v1::Job::QUEUED) {
+      // Queued again (after a server restart): the job runs from the start and reports again.
+      reports_.clear();
+      network_reports_.clear();
+    }
     if (state_ == v1::Job::QUEUED || state_ == v1::Job::RUNNING) {
       // (Re)starting, e.g. queued again after a server restart: the layers start over.
       layer_ = 0;
@@ -266,6 +315,29 @@ void JobDisplay::OnEvent(const v1::JobEvent& event, absl::Time received) {
       finished_ = true;
     }
     PrintLineLocked(line);
+  } else if (event.has_progress() && IsNetworkLocked(event.progress().phase())) {
+    // MLP and analysis: training stretches between measurements, and measurements layer by
+    // layer. Plain output gets a line when training or a measurement starts.
+    const v1::Progress& p = event.progress();
+    const bool new_phase = p.phase() != phase_ || !layer_start_.has_value();
+    if (new_phase) layer_start_ = t;
+    phase_ = p.phase();
+    phase_fraction_ = p.fraction();
+    epoch_ = p.epoch();
+    layer_ = p.layer();
+    if (!interactive_ && new_phase) {
+      const absl::Duration elapsed = start_.has_value() ? t - *start_ : absl::ZeroDuration();
+      std::string what;
+      if (p.phase() == v1::Progress::TRAIN) {
+        what = absl::StrCat("training, epoch ", p.epoch());
+        if (epochs_total_ > 0) absl::StrAppend(&what, " of ", epochs_total_);
+      } else if (kind_ == v1::Job::ANALYSIS) {
+        what = "measuring";
+      } else {
+        what = absl::StrCat("measuring at epoch ", p.epoch());
+      }
+      PrintLineLocked(absl::StrFormat("[%8s] %s", HumanDuration(elapsed), what));
+    }
   } else if (event.has_progress()) {
     const v1::Progress& p = event.progress();
     const bool new_layer = p.layer() != layer_ || !layer_start_.has_value();
@@ -316,15 +388,14 @@ void JobDisplay::OnEvent(const v1::JobEvent& event, absl::Time received) {
     layer_worked_ = false;
     PrintLineLocked(row);
   } else if (event.has_network_report()) {
-    if (!network_header_printed_) {
-      std::string header = NetworkTableHeader();
-      header.pop_back();
-      PrintLineLocked(header);
-      network_header_printed_ = true;
-    }
-    std::string row = NetworkTableRow(event.network_report());
-    row.pop_back();
-    PrintLineLocked(row);
+    network_reports_.push_back(event.network_report());
+    std::string block = NetworkReportBlock(event.network_report(), kind_ == v1::Job::ANALYSIS);
+    block.pop_back();
+    // Training resumes (or the model is stored) now.
+    layer_start_ = t;
+    phase_ = v1::Progress::PHASE_UNSPECIFIED;
+    phase_fraction_ = 0;
+    PrintLineLocked(block);
   }
   RedrawLocked(std::max(received, t));
 }
@@ -350,6 +421,16 @@ void JobDisplay::Finish() {
 std::vector<v1::LayerReport> JobDisplay::reports() const {
   absl::MutexLock lock(&mu_);
   return reports_;
+}
+
+std::vector<v1::NetworkReport> JobDisplay::network_reports() const {
+  absl::MutexLock lock(&mu_);
+  return network_reports_;
+}
+
+bool JobDisplay::IsNetworkLocked(v1::Progress::Phase phase) const {
+  return kind_ == v1::Job::MLP || kind_ == v1::Job::ANALYSIS || phase == v1::Progress::TRAIN ||
+         phase == v1::Progress::MEASURE;
 }
 
 void JobDisplay::PrintLineLocked(std::string_view line) {
@@ -391,6 +472,15 @@ std::string JobDisplay::StatusLineLocked(absl::Time now) const {
   if (phase_ == v1::Progress::TRAIN) {
     what = absl::StrCat("epoch ", epoch_);
     fraction = phase_fraction_;
+    if (epochs_total_ > 0) absl::StrAppend(&what, "/", epochs_total_);
+  } else if (phase_ == v1::Progress::MEASURE) {
+    what = "measuring";
+    if (layer_ > 0) absl::StrAppend(&what, " layer ", layer_);
+    if (layer_ > 0 && network_layers_ > 0) absl::StrAppend(&what, "/", network_layers_);
+    fraction = phase_fraction_;
+  } else if (IsNetworkLocked(phase_)) {
+    what = absl::StrCat("job ", job_id_);
+    fraction = 0;
   } else if (layer_ > 0) {
     what = LayerLabelLocked(layer_);
   } else {
@@ -441,13 +531,63 @@ std::vector<int> LogDecades(double lo, double hi) {
   return decades;
 }
 
+std::vector<double> LinearTicks(double lo, double hi, int max_ticks) {
+  max_ticks = std::max(max_ticks, 2);
+  if (!(hi - lo > 1e-12 * std::max(1.0, std::fabs(lo)))) {
+    const double pad = 0.05 * std::max(1.0, std::fabs(lo));
+    lo -= pad;
+    hi += pad;
+  }
+  const double raw = (hi - lo) / (max_ticks - 1);
+  const double magnitude = std::pow(10.0, std::floor(std::log10(raw)));
+  double step = 10 * magnitude;
+  int64_t first = 0, last = 0;
+  for (double m : {1.0, 2.0, 5.0, 10.0}) {
+    step = m * magnitude;
+    first = static_cast<int64_t>(std::floor(lo / step + 1e-9));
+    last = static_cast<int64_t>(std::ceil(hi / step - 1e-9));
+    if (last - first + 1 <= max_ticks) break;
+  }
+  if (last == first) ++last;
+  std::vector<double> ticks;
+  for (int64_t k = first; k <= last; ++k) ticks.push_back(static_cast<double>(k) * step);
+  return ticks;
+}
+
+std::vector<int> IntegerTicks(int lo, int hi, int max_ticks) {
+  max_ticks = std::max(max_ticks, 3);
+  auto floor_div = [](int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); };
+  int64_t step = 1;
+  for (int64_t magnitude = 1;; magnitude *= 10) {
+    bool found = false;
+    for (int64_t m : {1, 2, 5}) {
+      step = m * magnitude;
+      const int64_t count = floor_div(hi, step) - floor_div(lo - 1, step);
+      if (count <= max_ticks) {
+        found = true;
+        break;
+      }
+    }
+    if (found) break;
+  }
+  std::vector<int> ticks;
+  for (int64_t k = floor_div(lo - 1, step) + 1; k * step <= hi; ++k) {
+    ticks.push_back(static_cast<int>(k * step));
+  }
+  return ticks;
+}
+
 std::string RenderSvg(const Chart& chart) {
   constexpr double kOuter = 16, kMarginLeft = 74, kPlotW = 360, kPlotH = 280, kGap = 40;
-  constexpr double kTop = 100, kBelowPlot = 58, kLegendH = 40;
+  constexpr double kTop = 100, kBelowPlot = 58, kRowGap = 44, kLegendH = 40;
   const size_t n = std::max<size_t>(1, chart.panels.size());
-  const double width = 2 * kOuter + static_cast<double>(n) * (kMarginLeft + kPlotW) +
-                       static_cast<double>(n - 1) * kGap;
-  const double height = kTop + kPlotH + kBelowPlot + kLegendH + kOuter;
+  const size_t columns = chart.columns > 0 ? std::min(n, static_cast<size_t>(chart.columns)) : n;
+  const size_t rows = (n + columns - 1) / columns;
+  const double width = 2 * kOuter + static_cast<double>(columns) * (kMarginLeft + kPlotW) +
+                       static_cast<double>(columns - 1) * kGap;
+  const double plots_bottom = kTop + static_cast<double>(rows) * (kPlotH + kBelowPlot) +
+                              static_cast<double>(rows - 1) * kRowGap;
+  const double height = plots_bottom + kLegendH + kOuter;
 
   std::string svg;
   absl::StrAppend(&svg, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n",
@@ -468,31 +608,58 @@ std::string RenderSvg(const Chart& chart) {
 
   for (size_t i = 0; i < chart.panels.size(); ++i) {
     const PlotPanel& panel = chart.panels[i];
+    const bool log = panel.log_y;
+    const size_t column = i % columns, row = i / columns;
     const double left =
-        kOuter + static_cast<double>(i) * (kMarginLeft + kPlotW + kGap) + kMarginLeft;
-    const double top = kTop;
-    double lo = std::numeric_limits<double>::infinity(), hi = 0;
+        kOuter + static_cast<double>(column) * (kMarginLeft + kPlotW + kGap) + kMarginLeft;
+    const double top = kTop + static_cast<double>(row) * (kPlotH + kBelowPlot + kRowGap);
+    auto plottable = [log](const std::pair<double, double>& p) { return Plottable(p, log); };
+    double lo = std::numeric_limits<double>::infinity();
+    double hi = -std::numeric_limits<double>::infinity();
     int xmin = std::numeric_limits<int>::max(), xmax = std::numeric_limits<int>::min();
     for (const PlotSeries& s : panel.series) {
       for (const auto& p : s.points) {
-        if (!Plottable(p)) continue;
+        if (!plottable(p)) continue;
         lo = std::min(lo, p.second);
         hi = std::max(hi, p.second);
         xmin = std::min(xmin, static_cast<int>(std::floor(p.first)));
         xmax = std::max(xmax, static_cast<int>(std::ceil(p.first)));
       }
     }
-    const bool empty = hi <= 0;
+    const bool empty = xmin > xmax;
     if (empty) {
-      lo = 0.1;
-      hi = 10;
+      lo = log ? 0.1 : 0;
+      hi = log ? 10 : 1;
       xmin = 1;
       xmax = 1;
     }
-    const std::vector<int> decades = LogDecades(lo, hi);
-    const double e0 = decades.front(), e1 = decades.back();
-    auto ypos = [&](double v) { return top + kPlotH * (e1 - std::log10(v)) / (e1 - e0); };
-    const double x_lo = xmin - 0.5, x_span = xmax - xmin + 1;
+    // The y axis: decades (log) or nice ticks (linear), bottom to top.
+    std::vector<double> y_ticks;
+    std::vector<std::string> y_tick_labels;
+    if (log) {
+      for (int e : LogDecades(lo, hi)) {
+        y_ticks.push_back(std::pow(10.0, e));
+        y_tick_labels.push_back(DecadeLabel(e));
+      }
+    } else {
+      y_ticks = LinearTicks(lo, hi);
+      const double step = y_ticks[1] - y_ticks[0];
+      const int decimals = std::max(0, static_cast<int>(-std::floor(std::log10(step) + 1e-9)));
+      for (double v : y_ticks) {
+        std::string label = absl::StrFormat("%.*f", decimals, v);
+        if (label[0] == '-' && label.find_first_not_of("-0.") == std::string::npos) {
+          label.erase(0, 1);  // "0.0", not "-0.0"
+        }
+        y_tick_labels.push_back(label);
+      }
+    }
+    const double y0 = log ? std::log10(y_ticks.front()) : y_ticks.front();
+    const double y1 = log ? std::log10(y_ticks.back()) : y_ticks.back();
+    auto ypos = [&](double v) {
+      return top + kPlotH * (y1 - (log ? std::log10(v) : v)) / (y1 - y0);
+    };
+    const double pad = std::max(0.5, 0.03 * (xmax - xmin));
+    const double x_lo = xmin - pad, x_span = xmax - xmin + 2 * pad;
     auto xpos = [&](double v) { return left + kPlotW * (v - x_lo) / x_span; };
 
     absl::StrAppend(&svg, "<g class=\"panel\">\n");
@@ -503,47 +670,55 @@ std::string RenderSvg(const Chart& chart) {
                     "\" width=\"", Num(kPlotW), "\" height=\"", Num(kPlotH),
                     "\" fill=\"#fcfcfc\" stroke=\"#bbbbbb\"/>\n");
     // Minor grid (2..9 x 10^e) while there are few decades; more would only add clutter.
-    const bool minor = decades.size() <= 5;
-    for (int e : decades) {
-      if (minor && e < decades.back()) {
+    if (log && y_ticks.size() <= 5) {
+      for (size_t d = 0; d + 1 < y_ticks.size(); ++d) {
         for (int k = 2; k <= 9; ++k) {
-          const double y = ypos(k * std::pow(10.0, e));
+          const double y = ypos(k * y_ticks[d]);
           absl::StrAppend(&svg, "<line class=\"grid minor\" x1=\"", Num(left), "\" x2=\"",
                           Num(left + kPlotW), "\" y1=\"", Num(y), "\" y2=\"", Num(y),
                           "\" stroke=\"#f0f0f0\"/>\n");
         }
       }
     }
-    const int label_every = static_cast<int>(decades.size() + 7) / 8;
-    for (size_t d = 0; d < decades.size(); ++d) {
-      const double y = ypos(std::pow(10.0, decades[d]));
+    const size_t label_every = log ? (y_ticks.size() + 7) / 8 : 1;
+    for (size_t d = 0; d < y_ticks.size(); ++d) {
+      const double y = ypos(y_ticks[d]);
       absl::StrAppend(&svg, "<line class=\"grid major\" x1=\"", Num(left), "\" x2=\"",
                       Num(left + kPlotW), "\" y1=\"", Num(y), "\" y2=\"", Num(y),
                       "\" stroke=\"#dddddd\"/>\n");
       absl::StrAppend(&svg, "<line class=\"tick y-tick\" x1=\"", Num(left - 6), "\" x2=\"",
                       Num(left), "\" y1=\"", Num(y), "\" y2=\"", Num(y), "\" stroke=\"#555\"/>\n");
-      if (d % static_cast<size_t>(label_every) == 0) {
+      if (d % label_every == 0) {
         absl::StrAppend(&svg, "<text class=\"tick-label y-tick-label\" x=\"", Num(left - 9),
                         "\" y=\"", Num(y + 4),
                         "\" text-anchor=\"end\" font-size=\"11\" "
                         "fill=\"#444\">",
-                        XmlEscape(DecadeLabel(decades[d])), "</text>\n");
+                        XmlEscape(y_tick_labels[d]), "</text>\n");
       }
     }
-    std::map<int, std::string> tick_labels(panel.x_tick_labels.begin(), panel.x_tick_labels.end());
-    const double spacing = kPlotW / x_span;
-    const int x_every = std::max(1, static_cast<int>(std::ceil(28 / spacing)));
-    for (int x = xmin; x <= xmax; ++x) {
+    // x ticks: the multiples of a nice step, and every x with a label of its own.
+    std::map<int, std::string> tick_labels;
+    for (const auto& [x, label] : panel.x_tick_labels) {
+      if (x >= xmin && x <= xmax) tick_labels[x] = label;
+    }
+    std::vector<int> x_ticks = IntegerTicks(xmin, xmax, 8);
+    for (const auto& [x, label] : tick_labels) x_ticks.push_back(x);
+    std::sort(x_ticks.begin(), x_ticks.end());
+    x_ticks.erase(std::unique(x_ticks.begin(), x_ticks.end()), x_ticks.end());
+    for (size_t k = 0; k < x_ticks.size(); ++k) {
+      const int x = x_ticks[k];
       const double px = xpos(x);
       absl::StrAppend(&svg, "<line class=\"tick x-tick\" x1=\"", Num(px), "\" x2=\"", Num(px),
                       "\" y1=\"", Num(top + kPlotH), "\" y2=\"", Num(top + kPlotH + 6),
                       "\" stroke=\"#555\"/>\n");
-      if ((x - xmin) % x_every != 0 && x != xmax) continue;
       std::string label = absl::StrCat(x);
       if (auto it = tick_labels.find(x); it != tick_labels.end()) {
         label = it->second;
         // A long label that would run into its neighbours is cut to its first letter.
-        if (static_cast<double>(label.size()) * 6.5 > spacing * x_every && !label.empty()) {
+        double room = kPlotW;
+        if (k > 0) room = std::min(room, px - xpos(x_ticks[k - 1]));
+        if (k + 1 < x_ticks.size()) room = std::min(room, xpos(x_ticks[k + 1]) - px);
+        if (static_cast<double>(label.size()) * 6.5 > room && !label.empty()) {
           label = label.substr(0, 1);
         }
       }
@@ -570,10 +745,15 @@ std::string RenderSvg(const Chart& chart) {
                       "\" text-anchor=\"middle\" font-size=\"13\" "
                       "fill=\"#999\">no data yet</text>\n");
     }
+    struct EndLabel {
+      double x, y;
+      const PlotSeries* series;
+    };
+    std::vector<EndLabel> end_labels;
     for (const PlotSeries& s : panel.series) {
       std::vector<std::pair<double, double>> points;
       for (const auto& p : s.points) {
-        if (Plottable(p)) points.emplace_back(xpos(p.first), ypos(p.second));
+        if (plottable(p)) points.emplace_back(xpos(p.first), ypos(p.second));
       }
       if (points.empty()) continue;
       const std::string name = absl::StrCat(panel.title, ": ", s.name);
@@ -588,7 +768,7 @@ std::string RenderSvg(const Chart& chart) {
           "/>\n");
       size_t k = 0;
       for (const auto& p : s.points) {
-        if (!Plottable(p)) continue;
+        if (!plottable(p)) continue;
         absl::StrAppend(
             &svg, "<circle class=\"marker\" cx=\"", Num(points[k].first), "\" cy=\"",
             Num(points[k].second), "\" r=\"3.6\" fill=\"", XmlEscape(s.color),
@@ -597,25 +777,54 @@ std::string RenderSvg(const Chart& chart) {
             "</title></circle>\n");
         ++k;
       }
+      if (!s.end_label.empty()) {
+        end_labels.push_back({points.back().first + 7, points.back().second + 4, &s});
+      }
       absl::StrAppend(&svg, "</g>\n");
+    }
+    // End labels top to bottom, pushed apart where curves end close together, kept in the plot.
+    std::stable_sort(end_labels.begin(), end_labels.end(),
+                     [](const EndLabel& a, const EndLabel& b) { return a.y < b.y; });
+    constexpr double kLabelGap = 12;
+    for (size_t k = 1; k < end_labels.size(); ++k) {
+      end_labels[k].y = std::max(end_labels[k].y, end_labels[k - 1].y + kLabelGap);
+    }
+    if (!end_labels.empty() && end_labels.back().y > top + kPlotH) {
+      const double shift = end_labels.back().y - (top + kPlotH);
+      for (EndLabel& label : end_labels) label.y -= shift;
+    }
+    for (const EndLabel& label : end_labels) {
+      absl::StrAppend(&svg, "<text class=\"end-label\" x=\"", Num(label.x), "\" y=\"", Num(label.y),
+                      "\" font-size=\"11\" fill=\"", XmlEscape(label.series->color), "\">",
+                      XmlEscape(label.series->end_label), "</text>\n");
     }
     absl::StrAppend(&svg, "</g>\n");
   }
 
-  // One legend for all panels: each series name once, in first-seen order.
+  // One legend for all panels: each series name once, in first-seen order; curves labelled at
+  // their ends are not repeated here.
   std::vector<const PlotSeries*> legend;
   for (const PlotPanel& panel : chart.panels) {
     for (const PlotSeries& s : panel.series) {
-      if (std::none_of(legend.begin(), legend.end(),
+      if (s.end_label.empty() &&
+          std::none_of(legend.begin(), legend.end(),
                        [&](const PlotSeries* l) { return l->name == s.name; })) {
         legend.push_back(&s);
       }
     }
   }
   if (!legend.empty()) {
-    constexpr double kEntryW = 150;
-    const double legend_y = kTop + kPlotH + kBelowPlot + kLegendH / 2;
-    double x = width / 2 - kEntryW * static_cast<double>(legend.size()) / 2;
+    // Each entry as wide as its label (about 7 px a character at 12.5 px) and at least 150.
+    std::vector<double> entry_widths;
+    double total = 0;
+    for (const PlotSeries* s : legend) {
+      entry_widths.push_back(
+          std::max(150.0, 56 + 7.0 * static_cast<double>(DisplayWidth(s->name))));
+      total += entry_widths.back();
+    }
+    const double legend_y = plots_bottom + kLegendH / 2;
+    double x = width / 2 - total / 2;
+    size_t entry = 0;
     absl::StrAppend(&svg, "<g class=\"legend\">\n");
     for (const PlotSeries* s : legend) {
       absl::StrAppend(
@@ -629,7 +838,7 @@ std::string RenderSvg(const Chart& chart) {
       absl::StrAppend(&svg, "<text class=\"legend-label\" x=\"", Num(x + 36), "\" y=\"",
                       Num(legend_y + 4), "\" font-size=\"12.5\" fill=\"#333\">", XmlEscape(s->name),
                       "</text>\n");
-      x += kEntryW;
+      x += entry_widths[entry++];
     }
     absl::StrAppend(&svg, "</g>\n");
   }
@@ -679,6 +888,114 @@ Chart CollapseChart(const std::vector<v1::LayerReport>& reports, std::string tit
     }
     chart.panels.push_back(std::move(panel));
   }
+  return chart;
+}
+
+Chart NetworkChart(const std::vector<v1::NetworkReport>& reports, std::string title,
+                   std::string subtitle) {
+  struct Curve {
+    const char* name;
+    const char* color;
+    const char* dash;
+  };
+  // As CollapseChart: Okabe-Ito colors with distinct dashes for the three representations.
+  static constexpr Curve kCurves[] = {{"none (input)", "#0072B2", ""},
+                                      {"right (W h)", "#E69F00", "7 4"},
+                                      {"left (ReLU(W h))", "#009E73", "2 3"}};
+  // Colors of the per-layer NFA curves, repeated with a dash once they run out.
+  static constexpr const char* kLayerColors[] = {"#0072B2", "#E69F00", "#009E73", "#CC79A7",
+                                                 "#D55E00", "#56B4E9", "#000000", "#999999"};
+  constexpr int kLayerColorCount = sizeof(kLayerColors) / sizeof(kLayerColors[0]);
+  auto metrics_of = [](const v1::NetworkLayerReport& l, int c) -> const v1::CollapseMetrics* {
+    if (c == 0) return &l.none();
+    if (c == 1) return &l.right();
+    return !l.output() && l.has_left() ? &l.left() : nullptr;
+  };
+  auto nc1_series = [&](int c) {
+    PlotSeries series;
+    series.name = kCurves[c].name;
+    series.color = kCurves[c].color;
+    series.dash = kCurves[c].dash;
+    return series;
+  };
+
+  Chart chart;
+  chart.title = std::move(title);
+  chart.subtitle = std::move(subtitle);
+  chart.columns = 3;
+  if (reports.size() >= 2) {
+    // Across epochs: which layers there are (and which is the output), from every measurement.
+    std::map<int, bool> layers;
+    for (const v1::NetworkReport& r : reports) {
+      for (const v1::NetworkLayerReport& l : r.layers()) layers[l.layer()] = l.output();
+    }
+    PlotPanel nfa;
+    nfa.title = "NFA: corr(W^T W, AGOP^1/2)";
+    nfa.x_label = "epoch";
+    nfa.y_label = "Pearson correlation";
+    nfa.log_y = false;
+    for (const auto& [layer, output] : layers) {
+      PlotPanel panel;
+      panel.title =
+          output ? absl::StrCat("layer ", layer, " (output)") : absl::StrCat("layer ", layer);
+      panel.x_label = "epoch";
+      panel.y_label = "nc1 (log scale)";
+      for (int c = 0; c < 3; ++c) panel.series.push_back(nc1_series(c));
+      PlotSeries correlation;
+      correlation.name = panel.title;
+      correlation.end_label = output ? "output" : absl::StrCat("layer ", layer);
+      const int color = (layer - 1) % kLayerColorCount;
+      correlation.color = kLayerColors[color < 0 ? 0 : color];
+      if ((layer - 1) / kLayerColorCount % 2 == 1) correlation.dash = "6 3";
+      for (const v1::NetworkReport& r : reports) {
+        for (const v1::NetworkLayerReport& l : r.layers()) {
+          if (l.layer() != layer) continue;
+          for (int c = 0; c < 3; ++c) {
+            if (const v1::CollapseMetrics* m = metrics_of(l, c)) {
+              panel.series[c].points.emplace_back(r.epoch(), m->nc1());
+            }
+          }
+          correlation.points.emplace_back(r.epoch(), l.nfa_correlation());
+        }
+      }
+      chart.panels.push_back(std::move(panel));
+      nfa.series.push_back(std::move(correlation));
+    }
+    chart.panels.push_back(std::move(nfa));
+    return chart;
+  }
+  // One measurement (or none yet): across layers.
+  PlotPanel nc1;
+  nc1.title = "nc1 by layer";
+  nc1.x_label = "layer";
+  nc1.y_label = "nc1 (log scale)";
+  for (int c = 0; c < 3; ++c) nc1.series.push_back(nc1_series(c));
+  PlotPanel nfa;
+  nfa.title = "NFA correlation by layer";
+  nfa.x_label = "layer";
+  nfa.y_label = "Pearson correlation";
+  nfa.log_y = false;
+  PlotSeries sqrt_agop{"nfa: W^T W vs AGOP^1/2", "#CC79A7", "", {}, ""};
+  PlotSeries raw_agop{"nfa_raw: W^T W vs AGOP", "#D55E00", "5 3", {}, ""};
+  if (!reports.empty()) {
+    for (const v1::NetworkLayerReport& l : reports.front().layers()) {
+      for (int c = 0; c < 3; ++c) {
+        if (const v1::CollapseMetrics* m = metrics_of(l, c)) {
+          nc1.series[c].points.emplace_back(l.layer(), m->nc1());
+        }
+      }
+      sqrt_agop.points.emplace_back(l.layer(), l.nfa_correlation());
+      raw_agop.points.emplace_back(l.layer(), l.nfa_correlation_raw());
+      if (l.output()) {
+        nc1.x_tick_labels.emplace_back(l.layer(), "output");
+        nfa.x_tick_labels.emplace_back(l.layer(), "output");
+      }
+    }
+  }
+  nfa.series.push_back(std::move(sqrt_agop));
+  nfa.series.push_back(std::move(raw_agop));
+  chart.panels.push_back(std::move(nc1));
+  chart.panels.push_back(std::move(nfa));
   return chart;
 }
 

@@ -1,8 +1,9 @@
 // How the CLI shows things: aligned text tables, human units, progress bars, the live display of
 // a running job (a status line redrawn in place on a terminal, plain lines otherwise, and a table
-// that grows a row per layer), and hand-written SVG charts of the per-layer collapse curves
-// (log-scale nc1 and nc2 of a layer's input, projection and features). Everything returns or
-// writes text; nothing here talks to a server.
+// that grows a row per layer or a block per MLP measurement), and hand-written SVG charts: the
+// per-layer collapse curves of a Deep RFM (log-scale nc1 and nc2 of a layer's input, projection
+// and features) and the per-layer collapse and NFA curves of an MLP across epochs. Everything
+// returns or writes text; nothing here talks to a server.
 #ifndef DRFM_CLIENT_RENDER_H_
 #define DRFM_CLIENT_RENDER_H_
 
@@ -81,9 +82,25 @@ std::string LayerTableRow(const v1::LayerReport& report);
 // Header and every row.
 std::string LayerTable(const std::vector<v1::LayerReport>& reports);
 
-// The per-measurement table of an MLP or analysis job: epoch, loss, accuracies, seconds.
+// The per-measurement table of an MLP or analysis job, fixed column widths so it can grow a row
+// at a time: epoch, train and test loss, train and test accuracy, seconds the measurement took.
 std::string NetworkTableHeader();
 std::string NetworkTableRow(const v1::NetworkReport& report);
+
+// The per-layer table of one measurement (DNN.md): layer (the output layer marked "out"), nc1 of
+// the layer's input `none`, of the pre-activation `right` and of the activation `left` ("-" for
+// the output layer, which has none), the NFA correlation of W_l^T W_l with AGOP_l^{1/2} (`nfa`)
+// and with AGOP_l (`nfa_raw`), and the largest singular value of W_l (`sigma_1`). Each line
+// starts with `indent`.
+std::string NetworkLayerTable(const v1::NetworkReport& report, std::string_view indent = "");
+
+// One measurement as the live display prints it: a summary line ("epoch 10: train loss 0.0812
+// accuracy 0.9100  test loss 0.0950 accuracy 0.8700  (420ms)"; for an analysis, "measured: loss
+// ...  accuracy ...") and its layer table, indented.
+std::string NetworkReportBlock(const v1::NetworkReport& report, bool analysis);
+
+// A correlation in [-1, 1] as "0.9731" / "-0.1200"; "-" for NaN.
+std::string FormatCorrelation(double value);
 
 // Short lowercase name of a phase ("kernel", "solve", "agop", ...).
 std::string PhaseName(v1::Progress::Phase phase);
@@ -95,16 +112,19 @@ std::string PhaseName(v1::Progress::Phase phase);
 double LayerFraction(v1::Progress::Phase phase, double fraction, bool readout);
 
 // The live view of one job, fed with its events as they arrive. Interactive (a terminal): one
-// status line ("layer 2/4 [=====>   ] agop 45%  3.2s  total 15.4s") redrawn in place, with the
-// layer table, state changes and notices printed above it as they happen. Otherwise: plain lines,
-// one per state change, phase change, layer and notice, never a carriage return. Thread-safe: a
-// ticker thread may call Tick while the watch thread calls OnEvent.
+// status line ("layer 2/4 [=====>   ] agop 45%  3.2s  total 15.4s"; for an MLP "epoch 12/250
+// [===>    ] train ..." while training and "measuring layer 2/4 ..." while measuring) redrawn in
+// place, with the layer table (Deep RFM) or each measurement's block (MLP, analysis), state
+// changes and notices printed above it as they happen. Otherwise: plain lines, one per state
+// change, phase change (for an MLP: when training or measuring starts, not per layer or epoch),
+// layer, measurement and notice, never a carriage return. Thread-safe: a ticker thread may call
+// Tick while the watch thread calls OnEvent.
 class JobDisplay {
  public:
   JobDisplay(std::ostream& out, bool interactive, std::string job_id);
 
   // What is known from GetJob / SubmitFit before the first event: the number of layers (for
-  // "layer 2/4") and the kind of job. Optional.
+  // "layer 2/4"), the kind of job and, for an MLP, its epochs and depth. Optional.
   void SetJob(const v1::Job& job);
 
   // One event; `received` is when it arrived (used when the event carries no time).
@@ -119,14 +139,17 @@ class JobDisplay {
   // Removes the status line (interactive). Idempotent.
   void Finish();
 
-  // The layer reports received so far, in order.
+  // The layer reports (Deep RFM) and network reports (MLP, analysis) received so far, in order.
   std::vector<v1::LayerReport> reports() const;
+  std::vector<v1::NetworkReport> network_reports() const;
 
  private:
   void PrintLineLocked(std::string_view line) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RedrawLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::string StatusLineLocked(absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::string LayerLabelLocked(int layer) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // True for an MLP or analysis job, or a phase only they have.
+  bool IsNetworkLocked(v1::Progress::Phase phase) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   mutable absl::Mutex mu_;
   std::ostream& out_ ABSL_GUARDED_BY(mu_);
@@ -134,6 +157,8 @@ class JobDisplay {
   const std::string job_id_;
   v1::Job::Kind kind_ ABSL_GUARDED_BY(mu_) = v1::Job::KIND_UNSPECIFIED;
   int layers_total_ ABSL_GUARDED_BY(mu_) = 0;
+  int epochs_total_ ABSL_GUARDED_BY(mu_) = 0;    // MLP: configured epochs (0 = unknown)
+  int network_layers_ ABSL_GUARDED_BY(mu_) = 0;  // MLP: depth + 1 (0 = unknown)
   v1::Job::State state_ ABSL_GUARDED_BY(mu_) = v1::Job::STATE_UNSPECIFIED;
   std::optional<absl::Time> start_ ABSL_GUARDED_BY(mu_);        // first RUNNING (or event)
   std::optional<absl::Time> layer_start_ ABSL_GUARDED_BY(mu_);  // first event of the layer
@@ -146,9 +171,9 @@ class JobDisplay {
   bool finishing_ ABSL_GUARDED_BY(mu_) = false;     // the readout is done
   bool status_shown_ ABSL_GUARDED_BY(mu_) = false;
   bool header_printed_ ABSL_GUARDED_BY(mu_) = false;
-  bool network_header_printed_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<v1::LayerReport> reports_ ABSL_GUARDED_BY(mu_);
+  std::vector<v1::NetworkReport> network_reports_ ABSL_GUARDED_BY(mu_);
 };
 
 // Text as XML character data or an attribute value: & < > " ' become entities; control
@@ -159,41 +184,68 @@ std::string XmlEscape(std::string_view text);
 // ceil(log10 hi), at least two.
 std::vector<int> LogDecades(double lo, double hi);
 
-// A curve of a chart: points (x, y) joined in order. Points with y <= 0 or a non-finite
-// coordinate cannot be shown on a log axis and are left out.
+// Ticks of a linear axis covering [lo, hi] (finite): the multiples of a "nice" step (1, 2 or 5 x
+// 10^k) from the one at or below lo to the one at or above hi, the step chosen so there are at
+// most `max_ticks` of them; at least two. In increasing order.
+std::vector<double> LinearTicks(double lo, double hi, int max_ticks = 6);
+
+// Integer ticks for an x axis spanning [lo, hi] (lo <= hi): the multiples of a nice step (1, 2 or
+// 5 x 10^k, at least 1) in [lo, hi], at most about `max_ticks` of them.
+std::vector<int> IntegerTicks(int lo, int hi, int max_ticks = 10);
+
+// A curve of a chart: points (x, y) joined in order. Points with a non-finite coordinate, and on
+// a log axis points with y <= 0, cannot be shown and are left out.
 struct PlotSeries {
   std::string name;   // legend label
   std::string color;  // CSS color
   std::string dash;   // stroke-dasharray, empty = solid
   std::vector<std::pair<double, double>> points;
+  // Drawn next to the curve's last point instead of a legend entry (for panels with many curves,
+  // e.g. one per layer). Empty: the series is in the chart's legend.
+  std::string end_label;
 };
 
-// One plot area with a log-scale y axis and integer x ticks.
+// One plot area with integer x ticks and a log-scale (default) or linear y axis.
 struct PlotPanel {
   std::string title;
   std::string x_label;
   std::string y_label;
   std::vector<PlotSeries> series;
-  // Label of an x tick other than the number itself (e.g. the readout layer).
+  // Label of an x tick other than the number itself (e.g. the readout layer). Such x values always
+  // get a tick.
   std::vector<std::pair<int, std::string>> x_tick_labels;
+  // false: a linear y axis with nice ticks covering the data (e.g. correlations).
+  bool log_y = true;
 };
 
-// Panels side by side under a title, with one legend (the series names, each once) below.
+// Panels under a title, with one legend (the series names without an end_label, each once)
+// below: in one row, or in rows of `columns` panels.
 struct Chart {
   std::string title;
   std::string subtitle;
   std::vector<PlotPanel> panels;
+  int columns = 0;  // panels per row; 0 = all in one row
 };
 
-// A standalone SVG 1.1 document: every series is one <polyline class="series"
-// data-series="PANEL: NAME"> plus a <circle> marker (with a hover <title>) per point; decade
-// grid lines and labels on the log axis; all text escaped.
+// A standalone SVG 1.1 document: every panel is a <g class="panel"> and every series one
+// <polyline class="series" data-series="PANEL: NAME"> plus a <circle> marker (with a hover
+// <title>) per point; decade grid lines and labels on a log axis, nice ticks on a linear one;
+// all text escaped.
 std::string RenderSvg(const Chart& chart);
 
 // The collapse curves of a Deep RFM fit: panels "nc1" and "nc2", each with the series input
 // (layers 1..L and the readout L+1), projected and features (layers 1..L).
 Chart CollapseChart(const std::vector<v1::LayerReport>& reports, std::string title,
                     std::string subtitle);
+
+// The curves of an MLP's measurements (DNN.md). With two or more measurements, across epochs: a
+// panel per layer ("layer l", the last "layer L+1 (output)") with the nc1 of none, right and left
+// (log scale), then a panel "NFA correlation" with one curve per layer (linear scale, each curve
+// labelled at its end). With one measurement (an analysis, or an MLP trained for 0 epochs),
+// across layers: a panel of the nc1 of none, right and left by layer and a panel of both NFA
+// correlations by layer. Panels are laid out three to a row.
+Chart NetworkChart(const std::vector<v1::NetworkReport>& reports, std::string title,
+                   std::string subtitle);
 
 // Writes `svg` to `path` (replacing it). Errors name the path.
 absl::Status WriteTextFile(const std::string& path, std::string_view text);

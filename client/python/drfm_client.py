@@ -14,6 +14,16 @@ importable as ``drfm.v1``; in the directory named by ``$DRFM_PYTHON_STUBS``; in
             print(event.layer_report.layer, event.layer_report.input.nc1)
     labels = client.predict("blobs-model", X)               # np.ndarray of int32
 
+    mlp = client.mlp_fit(ds.id, test=ds.id, depth=2, width=64, epochs=40, learning_rate=1e-3,
+                         model_name="blobs-mlp")                # DNN.md
+    for event in client.watch(mlp.id):
+        if event.HasField("network_report"):
+            r = event.network_report
+            print(r.epoch, [(l.layer, l.none.nc1, l.right.nc1, l.nfa_correlation) for l in r.layers])
+    client.export_model("blobs-mlp", "mlp.safetensors")
+    client.import_model("blobs-mlp-copy", "mlp.safetensors")
+    report = client.wait(client.analyze("blobs-mlp-copy", ds.id).id).network_reports[0]
+
 Errors are the server's: ``grpc.RpcError`` with ``.code()`` (e.g. ``grpc.StatusCode.NOT_FOUND``)
 and ``.details()`` (the server's sentence). Arguments that cannot be sent (a 3-d array, a label
 count that differs from the row count, an unknown config field) raise ``ValueError`` /
@@ -313,6 +323,43 @@ class Client:
         """The FitEstimate (memory bytes, flops) of the fit; no job is created."""
         return self._call(self.jobs.EstimateFit, self.fit_request(train, test, **kwargs))
 
+    def mlp_request(self, train, test=None, *, train_limit=0, train_offset=0, test_limit=0,
+                    test_offset=0, model_name="", request_id="", priority=0, labels=None,
+                    config=None, **config_fields):
+        """The SubmitMlpFitRequest of `mlp_fit`: as fit_request, with MlpConfig fields as keywords
+        (depth=2, width=64, init_gain=0.1, learning_rate=1e-3, epochs=40, batch_size=128,
+        measure_every=10, seed=1, ...); unset fields take the server's defaults (DNN.md)."""
+        request = jobs_pb2.SubmitMlpFitRequest(train=_slice(train, train_limit, train_offset),
+                                               model_name=model_name, request_id=request_id,
+                                               priority=priority)
+        if test is not None:
+            request.test.CopyFrom(_slice(test, test_limit, test_offset))
+        if config is not None:
+            request.config.CopyFrom(config)
+        _set_fields(request.config, config_fields, "MlpConfig")
+        for key, value in (labels or {}).items():
+            request.labels[key] = value
+        return request
+
+    def mlp_fit(self, train, test=None, **kwargs):
+        """Submits an MLP fit (arguments as mlp_request); returns the queued Job. Its events
+        carry a NetworkReport per measurement (event.network_report)."""
+        return self._call(self.jobs.SubmitMlpFit, self.mlp_request(train, test, **kwargs))
+
+    def analyze(self, model, data, *, version=None, data_limit=0, data_offset=0, request_id="",
+                priority=0, labels=None):
+        """Submits a measurement of the stored MLP `model` (latest version unless `version`) on
+        `data` (a dataset id or name, a Dataset or a DatasetSlice); returns the queued Job, whose
+        one NetworkReport arrives as an event and in Job.network_reports."""
+        request = jobs_pb2.SubmitAnalysisRequest(model=model,
+                                                 data=_slice(data, data_limit, data_offset),
+                                                 request_id=request_id, priority=priority)
+        if version is not None:
+            request.version = version
+        for key, value in (labels or {}).items():
+            request.labels[key] = value
+        return self._call(self.jobs.SubmitAnalysis, request)
+
     def get_job(self, job_id):
         return self._call(self.jobs.GetJob, jobs_pb2.GetJobRequest(job_id=job_id))
 
@@ -442,6 +489,24 @@ class Client:
             if os.path.exists(partial):
                 os.remove(partial)
         return model
+
+    def import_model(self, name, path, chunk_bytes=CHUNK_BYTES):
+        """Stores the safetensors file at `path` (DNN.md: layers.0.weight, ... as out x in F32
+        tensors, optional input.mean / input.std) as the next version of MLP `name`, streamed in
+        chunks with its size and SHA-256 in the header. Returns the stored Model; a file the
+        server refuses raises grpc.RpcError (INVALID_ARGUMENT with the reason)."""
+        with open(path, "rb") as f:
+            data = f.read()
+        header = models_pb2.ImportModelHeader(name=name, size_bytes=len(data),
+                                              sha256=hashlib.sha256(data).hexdigest())
+
+        def requests():
+            yield models_pb2.ImportModelRequest(header=header)
+            view = memoryview(data)
+            for offset in range(0, len(view), chunk_bytes):
+                yield models_pb2.ImportModelRequest(chunk=bytes(view[offset:offset + chunk_bytes]))
+
+        return self.models.ImportModel(requests(), metadata=self._metadata)
 
     def predict(self, model, X, *, version=None, return_scores=False, layer=0, batch_rows=None):
         """Labels of the rows of X (np.ndarray of int32, one per row, in order); with

@@ -245,6 +245,160 @@ TEST(FitFlagsTest, RejectsBadValues) {
   EXPECT_TRUE(absl::StrContains(limit.status().message(), "--test"));
 }
 
+absl::StatusOr<v1::SubmitMlpFitRequest> ParseMlp(const std::vector<std::string>& args) {
+  CLI::App app;
+  MlpFlags flags;
+  AddMlpFlags(&app, &flags);
+  try {
+    std::vector<std::string> reversed(args.rbegin(), args.rend());
+    app.parse(reversed);
+  } catch (const CLI::ParseError& e) {
+    return absl::InvalidArgumentError(e.what());
+  }
+  return BuildSubmitMlpFitRequest(flags);
+}
+
+absl::StatusOr<v1::SubmitAnalysisRequest> ParseAnalyze(const std::vector<std::string>& args) {
+  CLI::App app;
+  AnalyzeFlags flags;
+  AddAnalyzeFlags(&app, &flags);
+  try {
+    std::vector<std::string> reversed(args.rbegin(), args.rend());
+    app.parse(reversed);
+  } catch (const CLI::ParseError& e) {
+    return absl::InvalidArgumentError(e.what());
+  }
+  return BuildSubmitAnalysisRequest(flags);
+}
+
+TEST(MlpFlagsTest, UnsetFlagsStayUnsetInTheRequest) {
+  auto request = ParseMlp({"--train", "fashion-mnist:train"});
+  ASSERT_TRUE(request.ok()) << request.status();
+  EXPECT_EQ(request->train().dataset(), "fashion-mnist:train");
+  EXPECT_FALSE(request->has_test());
+  EXPECT_EQ(request->config().ByteSizeLong(), 0u);  // every MlpConfig field: the server's default
+  EXPECT_TRUE(request->model_name().empty());
+  EXPECT_TRUE(request->labels().empty());
+}
+
+TEST(MlpFlagsTest, GivenFlagsFillTheRequest) {
+  auto request = ParseMlp({"--train",
+                           "ds-1",
+                           "--train-limit",
+                           "300",
+                           "--train-offset",
+                           "5",
+                           "--test",
+                           "fashion-mnist:test",
+                           "--test-limit",
+                           "100",
+                           "--depth",
+                           "2",
+                           "--width",
+                           "64",
+                           "--init-gain",
+                           "0.05",
+                           "--lr",
+                           "1e-3",
+                           "--epochs",
+                           "0",
+                           "--batch-size",
+                           "32",
+                           "--measure-every",
+                           "0",
+                           "--seed",
+                           "7",
+                           "--weight-decay",
+                           "0",
+                           "--no-standardize",
+                           "--no-row-normalize",
+                           "--model",
+                           "net",
+                           "--priority",
+                           "3",
+                           "--request-id",
+                           "r9",
+                           "--label",
+                           "exp=nc",
+                           "--detach",
+                           "--plot",
+                           "p.svg"});
+  ASSERT_TRUE(request.ok()) << request.status();
+  EXPECT_EQ(request->train().limit(), 300);
+  EXPECT_EQ(request->train().offset(), 5);
+  EXPECT_EQ(request->test().dataset(), "fashion-mnist:test");
+  EXPECT_EQ(request->test().limit(), 100);
+  const v1::MlpConfig& c = request->config();
+  EXPECT_EQ(c.depth(), 2);
+  EXPECT_EQ(c.width(), 64);
+  EXPECT_EQ(c.init_gain(), 0.05);
+  EXPECT_EQ(c.learning_rate(), 1e-3);
+  ASSERT_TRUE(c.has_epochs());  // 0 is a value: measure the initialization only
+  EXPECT_EQ(c.epochs(), 0);
+  EXPECT_EQ(c.batch_size(), 32);
+  ASSERT_TRUE(c.has_measure_every());
+  EXPECT_EQ(c.measure_every(), 0);
+  EXPECT_EQ(c.seed(), 7u);
+  ASSERT_TRUE(c.has_weight_decay());
+  ASSERT_TRUE(c.has_standardize());
+  EXPECT_FALSE(c.standardize());
+  ASSERT_TRUE(c.has_row_normalize());
+  EXPECT_FALSE(c.row_normalize());
+  EXPECT_EQ(request->model_name(), "net");
+  EXPECT_EQ(request->priority(), 3);
+  EXPECT_EQ(request->request_id(), "r9");
+  EXPECT_EQ(request->labels().at("exp"), "nc");
+  // The long name of --lr.
+  auto long_name = ParseMlp({"--train", "x", "--learning-rate", "0.5"});
+  ASSERT_TRUE(long_name.ok());
+  EXPECT_EQ(long_name->config().learning_rate(), 0.5);
+}
+
+TEST(MlpFlagsTest, RejectsValuesOutsideTheDocumentedRanges) {
+  EXPECT_FALSE(ParseMlp({}).ok());  // --train is required
+  for (const std::vector<std::string>& bad :
+       std::vector<std::vector<std::string>>{{"--depth", "0"},
+                                             {"--depth", "33"},
+                                             {"--width", "0"},
+                                             {"--width", "16385"},
+                                             {"--init-gain", "0"},
+                                             {"--lr", "-1e-3"},
+                                             {"--lr", "fast"},
+                                             {"--epochs", "-1"},
+                                             {"--batch-size", "0"},
+                                             {"--measure-every", "-2"},
+                                             {"--seed", "-1"},
+                                             {"--weight-decay", "-0.1"},
+                                             {"--kernel", "laplace"}}) {  // a fit flag
+    std::vector<std::string> args = {"--train", "x"};
+    args.insert(args.end(), bad.begin(), bad.end());
+    EXPECT_FALSE(ParseMlp(args).ok()) << absl::StrJoin(bad, " ");
+  }
+  auto label = ParseMlp({"--train", "x", "--label", "novalue"});
+  EXPECT_TRUE(absl::StrContains(label.status().message(), "key=value")) << label.status();
+  auto limit = ParseMlp({"--train", "x", "--test-offset", "5"});
+  EXPECT_TRUE(absl::StrContains(limit.status().message(), "need --test DATASET")) << limit.status();
+}
+
+TEST(AnalyzeFlagsTest, FillsTheRequest) {
+  auto request = ParseAnalyze({"net", "--data", "fashion-mnist:test", "--data-limit", "200",
+                               "--data-offset", "10", "--version", "3", "--label", "a=b"});
+  ASSERT_TRUE(request.ok()) << request.status();
+  EXPECT_EQ(request->model(), "net");
+  ASSERT_TRUE(request->has_version());
+  EXPECT_EQ(request->version(), 3);
+  EXPECT_EQ(request->data().dataset(), "fashion-mnist:test");
+  EXPECT_EQ(request->data().limit(), 200);
+  EXPECT_EQ(request->data().offset(), 10);
+  EXPECT_EQ(request->labels().at("a"), "b");
+  auto latest = ParseAnalyze({"net", "--data", "d"});
+  ASSERT_TRUE(latest.ok());
+  EXPECT_FALSE(latest->has_version());               // the server resolves the latest
+  EXPECT_FALSE(ParseAnalyze({"net"}).ok());          // --data is required
+  EXPECT_FALSE(ParseAnalyze({"--data", "d"}).ok());  // MODEL is required
+  EXPECT_FALSE(ParseAnalyze({"net", "--data", "d", "--version", "0"}).ok());  // versions >= 1
+}
+
 TEST(CliTest, EveryCommandHasHelpWithDefaults) {
   FakeServer server;
   const std::vector<std::vector<std::string>> commands = {{},
@@ -261,6 +415,9 @@ TEST(CliTest, EveryCommandHasHelpWithDefaults) {
                                                           {"models", "get"},
                                                           {"models", "rm"},
                                                           {"models", "export"},
+                                                          {"models", "import"},
+                                                          {"mlp"},
+                                                          {"analyze"},
                                                           {"datasets"},
                                                           {"datasets", "list"},
                                                           {"datasets", "get"},
@@ -279,6 +436,14 @@ TEST(CliTest, EveryCommandHasHelpWithDefaults) {
        {"--layers INT=3", "--bandwidth FLOAT=2.0", "--ridge FLOAT=1e-3", "--width INT=512",
         "--kernel TEXT:{laplace,gaussian}=laplace", "--detach", "--plot"}) {
     EXPECT_TRUE(absl::StrContains(fit, shown)) << shown << "\n" << fit;
+  }
+  const std::string mlp = RunDrfm(server, {"mlp", "--help"}).out;
+  for (const char* shown :
+       {"--depth INT:INT in [1 - 32]=3", "--width INT:INT in [1 - 16384]=512",
+        "--init-gain FLOAT:POSITIVE=0.1", "--lr,--learning-rate FLOAT:POSITIVE=5e-5",
+        "--epochs INT:INT in [0 - 100000]=250", "--batch-size", "--measure-every", "--seed",
+        "--detach", "--plot", "--model"}) {
+    EXPECT_TRUE(absl::StrContains(mlp, shown)) << shown << "\n" << mlp;
   }
   const std::string top = RunDrfm(server, {"--help"}).out;
   EXPECT_TRUE(absl::StrContains(top, "--server TEXT=localhost:50051")) << top;
@@ -631,6 +796,247 @@ TEST(CliTest, ModelsGetAndDatasetsGet) {
   EXPECT_TRUE(absl::StrContains(run.out, "input dim:    4")) << run.out;
   run = RunDrfm(server, {"datasets", "get", "fashion-mnist:train", "-o", "json"});
   EXPECT_EQ(FromJson<v1::Dataset>(run.out).rows(), 60000);
+}
+
+void ScriptNetworkJob(FakeServer& server, int depth, int measurements, bool analysis,
+                      v1::Job::State state) {
+  v1::Job job;
+  std::vector<v1::JobEvent> events;
+  testing::MakeScriptedNetworkJob(depth, measurements, analysis, state, &job, &events);
+  server.jobs.SetJob(job, events);
+}
+
+// The lines of `text` that start with `prefix`.
+std::vector<std::string> LinesStartingWith(const std::string& text, const std::string& prefix) {
+  std::vector<std::string> lines;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (absl::StartsWith(line, prefix)) lines.emplace_back(line);
+  }
+  return lines;
+}
+
+size_t Count(const std::string& text, const std::string& needle) {
+  size_t n = 0;
+  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
+}
+
+TEST(CliTest, MlpWatchesEveryMeasurementAndWritesThePlot) {
+  FakeServer server;
+  ScriptNetworkJob(server, /*depth=*/2, /*measurements=*/3, /*analysis=*/false, v1::Job::SUCCEEDED);
+  server.jobs.DropStreams(1, 9);  // a dropped connection in the middle of a measurement
+  const std::string svg = TempPath("mlp.svg");
+  const CliRun run = RunDrfm(server, {"mlp", "--train", "fashion-mnist:train", "--train-limit",
+                                      "300", "--depth", "2", "--epochs", "20", "--plot", svg});
+  ASSERT_EQ(run.code, kExitOk) << run.err << run.out;
+  EXPECT_EQ(server.jobs.last_mlp_submit().train().limit(), 300);
+  EXPECT_EQ(server.jobs.last_mlp_submit().config().depth(), 2);
+  EXPECT_EQ(server.jobs.last_mlp_submit().config().epochs(), 20);
+  EXPECT_FALSE(server.jobs.last_mlp_submit().config().has_width());
+  // Each measurement once, in order, despite the re-attach: its summary, then its layer table.
+  EXPECT_EQ(LinesStartingWith(run.out, "epoch "),
+            (std::vector<std::string>{
+                "epoch 0: train loss 1.0000 accuracy 0.5000  test loss 2.0000 accuracy 0.4000  "
+                "(250ms)",
+                "epoch 10: train loss 0.0909 accuracy 0.6000  test loss 0.1818 accuracy 0.5000  "
+                "(250ms)",
+                "epoch 20: train loss 0.0476 accuracy 0.7000  test loss 0.0952 accuracy 0.6000  "
+                "(250ms)"}));
+  EXPECT_EQ(Count(run.out, "  layer    nc1_none nc1_right  nc1_left     nfa nfa_raw  sigma_1\n"),
+            3u)
+      << run.out;
+  // Epoch 10, layer 1: none = 4 / 11, right half of it, left 0.8 of it; NFA 0.7 and 0.6.
+  EXPECT_TRUE(absl::StrContains(
+      run.out, "  1          0.3636    0.1818    0.2909  0.7000  0.6000   2.5000\n"))
+      << run.out;
+  // The output layer has no `left`.
+  EXPECT_TRUE(absl::StrContains(
+      run.out, "  3 out      0.0635    0.0317         -  0.9000  0.8000   2.5000\n"))
+      << run.out;
+  EXPECT_TRUE(absl::StrContains(run.out, "training, epoch 10 of 20")) << run.out;
+  EXPECT_TRUE(absl::StrContains(run.out, "measuring at epoch 20")) << run.out;
+  EXPECT_TRUE(absl::StrContains(run.out, "connection lost")) << run.out;
+  EXPECT_TRUE(absl::StrContains(run.out, "job mlp1 SUCCEEDED")) << run.out;
+  EXPECT_TRUE(absl::StrContains(run.out, "model net v1")) << run.out;
+  EXPECT_TRUE(absl::StrContains(run.out, "wrote the collapse plot to " + svg)) << run.out;
+  // The plot: a panel per layer with none / right / left (no left for the output) and the NFA
+  // panel with a curve per layer, 3 epochs each.
+  const std::string plot = ReadFile(svg);
+  EXPECT_TRUE(absl::StartsWith(plot, "<?xml"));
+  EXPECT_EQ(Count(plot, "<g class=\"panel\">"), 4u);
+  for (const char* series :
+       {"data-series=\"layer 1: none (input)\"", "data-series=\"layer 1: right (W h)\"",
+        "data-series=\"layer 1: left (ReLU(W h))\"", "data-series=\"layer 2: left (ReLU(W h))\"",
+        "data-series=\"layer 3 (output): right (W h)\"",
+        "data-series=\"NFA: corr(W^T W, AGOP^1/2): layer 3 (output)\""}) {
+    EXPECT_TRUE(absl::StrContains(plot, series)) << series;
+  }
+  EXPECT_FALSE(absl::StrContains(plot, "layer 3 (output): left"));
+  EXPECT_EQ(Count(plot, "<polyline"), 3u + 3 + 2 + 3);
+  EXPECT_TRUE(absl::StrContains(plot, "MLP: neural collapse and the NFA by layer (job mlp1)"));
+}
+
+TEST(CliTest, MlpWithJsonOutputPrintsTheFinalJobWithItsReports) {
+  FakeServer server;
+  ScriptNetworkJob(server, 1, 2, false, v1::Job::SUCCEEDED);
+  const CliRun run = RunDrfm(server, {"mlp", "--train", "x", "-o", "json"});
+  EXPECT_EQ(run.code, kExitOk) << run.err;
+  const v1::Job job = FromJson<v1::Job>(run.out);
+  EXPECT_EQ(job.kind(), v1::Job::MLP);
+  EXPECT_EQ(job.state(), v1::Job::SUCCEEDED);
+  ASSERT_EQ(job.network_reports_size(), 2);
+  EXPECT_EQ(job.network_reports(1).layers_size(), 2);
+  EXPECT_TRUE(absl::StrContains(run.out, "\"network_reports\""));  // proto field names
+  EXPECT_TRUE(absl::StrContains(run.out, "\"nfa_correlation\""));
+  EXPECT_FALSE(absl::StrContains(run.out, "nc1_none"));  // no table on stdout
+}
+
+TEST(CliTest, AFailedMlpExitsNonZeroWithItsError) {
+  FakeServer server;
+  ScriptNetworkJob(server, 1, 2, false, v1::Job::FAILED);
+  const CliRun run = RunDrfm(server, {"mlp", "--train", "x"});
+  EXPECT_EQ(run.code, kExitError);
+  EXPECT_TRUE(absl::StrContains(run.err, "job mlp1 FAILED: training diverged")) << run.err;
+  // A submission the server refuses: its code and message.
+  const CliRun refused = RunDrfm(server, {"mlp", "--train", "x", "--width", "7"});
+  EXPECT_EQ(refused.code, kExitError);
+  EXPECT_EQ(refused.err,
+            "error: INVALID_ARGUMENT: config.width must be even in this fake; got 7\n");
+  // A flag out of its documented range never reaches the server.
+  const CliRun usage = RunDrfm(server, {"mlp", "--train", "x", "--depth", "0"});
+  EXPECT_EQ(usage.code, kExitUsage);
+  EXPECT_TRUE(absl::StrContains(usage.err, "--depth")) << usage.err;
+}
+
+TEST(CliTest, DetachedMlpPrintsTheJob) {
+  FakeServer server;
+  ScriptNetworkJob(server, 1, 2, false, v1::Job::SUCCEEDED);
+  const CliRun run = RunDrfm(server, {"mlp", "--train", "x", "--detach"});
+  EXPECT_EQ(run.code, kExitOk);
+  EXPECT_TRUE(absl::StrContains(run.out, "submitted job mlp1 (QUEUED)"));
+  EXPECT_TRUE(server.jobs.watch_after_sequences().empty());
+}
+
+TEST(CliTest, AnalyzePrintsTheLayerTableAndItsPlot) {
+  FakeServer server;
+  ScriptNetworkJob(server, 2, 1, /*analysis=*/true, v1::Job::SUCCEEDED);
+  const std::string svg = TempPath("analysis.svg");
+  CliRun run = RunDrfm(server, {"analyze", "net", "--data", "fashion-mnist:test", "--data-limit",
+                                "200", "--plot", svg});
+  ASSERT_EQ(run.code, kExitOk) << run.err;
+  EXPECT_EQ(server.jobs.last_analysis().model(), "net");
+  EXPECT_EQ(server.jobs.last_analysis().data().limit(), 200);
+  EXPECT_TRUE(absl::StrContains(run.out,
+                                "measured: loss 1.0000  accuracy 0.5000  (250ms)\n"
+                                "  layer    nc1_none"))
+      << run.out;
+  EXPECT_EQ(LinesStartingWith(run.out, "  1 ").size(), 1u) << run.out;
+  EXPECT_EQ(LinesStartingWith(run.out, "  3 out ").size(), 1u) << run.out;
+  const std::string plot = ReadFile(svg);
+  EXPECT_TRUE(absl::StrContains(plot, "MLP analysis of net v3 (job an1)"));
+  EXPECT_EQ(Count(plot, "<g class=\"panel\">"), 2u);  // one measurement: across layers
+  run = RunDrfm(server, {"analyze", "nope", "--data", "d"});
+  EXPECT_EQ(run.code, kExitError);
+  EXPECT_EQ(run.err, "error: NOT_FOUND: no model named \"nope\"\n");
+  run = RunDrfm(server, {"analyze", "net", "--data", "d", "-o", "json"});
+  EXPECT_EQ(run.code, kExitOk);
+  const v1::Job job = FromJson<v1::Job>(run.out);
+  EXPECT_EQ(job.kind(), v1::Job::ANALYSIS);
+  EXPECT_EQ(job.network_reports_size(), 1);
+}
+
+TEST(CliTest, JobsGetOfAnMlpShowsEveryMeasurementAndTheLastLayers) {
+  FakeServer server;
+  ScriptNetworkJob(server, 1, 3, false, v1::Job::SUCCEEDED);
+  const std::string svg = TempPath("job.svg");
+  const CliRun run = RunDrfm(server, {"jobs", "get", "mlp1", "--plot", svg});
+  ASSERT_EQ(run.code, kExitOk) << run.err;
+  EXPECT_TRUE(absl::StrContains(run.out, "kind:          MLP")) << run.out;
+  EXPECT_TRUE(absl::StrContains(run.out, "config:        depth=1 width=16 epochs=20")) << run.out;
+  EXPECT_TRUE(absl::StrContains(run.out, "measurements:  3/3")) << run.out;
+  EXPECT_TRUE(absl::StrContains(run.out, NetworkTableHeader())) << run.out;
+  EXPECT_EQ(LinesStartingWith(run.out, "0 ").size() + LinesStartingWith(run.out, "10 ").size() +
+                LinesStartingWith(run.out, "20 ").size(),
+            3u)
+      << run.out;
+  EXPECT_TRUE(absl::StrContains(run.out, "layers at epoch 20:\nlayer    nc1_none")) << run.out;
+  EXPECT_EQ(Count(ReadFile(svg), "<g class=\"panel\">"), 3u);
+}
+
+TEST(CliTest, JobsWatchOfAnMlpWithJsonStreamsItsEvents) {
+  FakeServer server;
+  ScriptNetworkJob(server, 1, 2, false, v1::Job::SUCCEEDED);
+  const CliRun run = RunDrfm(server, {"jobs", "watch", "mlp1", "-o", "json"});
+  EXPECT_EQ(run.code, kExitOk) << run.err;
+  int reports = 0;
+  for (absl::string_view line : absl::StrSplit(run.out, '\n', absl::SkipEmpty())) {
+    reports += FromJson<v1::JobEvent>(std::string(line)).has_network_report();
+  }
+  EXPECT_EQ(reports, 2);
+}
+
+// A minimal safetensors file: the header length, `header` padded to 8 bytes, `data`.
+std::string Safetensors(const std::string& header, const std::string& data) {
+  std::string h = header;
+  h.resize((h.size() + 7) / 8 * 8, ' ');
+  std::string out;
+  for (int b = 0; b < 8; ++b) out += static_cast<char>((h.size() >> (8 * b)) & 0xff);
+  return out + h + data;
+}
+
+TEST(CliTest, ModelsImportStreamsTheFileWithItsChecksum) {
+  FakeServer server;
+  // More than one 1 MiB chunk of tensor data.
+  std::string data(3 * 1024 * 1024 + 100, '\0');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 31 % 251);
+  const std::string file = Safetensors(
+      R"({"layers.0.weight":{"dtype":"F32","shape":[8,4],"data_offsets":[0,128]}})", data);
+  const std::string path = WriteFile("net.safetensors", file);
+  CliRun run = RunDrfm(server, {"models", "import", path, "--name", "net"});
+  ASSERT_EQ(run.code, kExitOk) << run.err;
+  const auto import = server.models.last_import();
+  EXPECT_EQ(import.header.name(), "net");
+  EXPECT_EQ(import.header.size_bytes(), static_cast<int64_t>(file.size()));
+  Sha256 sha;
+  sha.Update(file);
+  EXPECT_EQ(import.header.sha256(), sha.HexDigest());
+  EXPECT_EQ(import.bytes, file);
+  EXPECT_EQ(import.chunks, 4);
+  EXPECT_EQ(import.largest_chunk, kDefaultChunkBytes);
+  EXPECT_EQ(run.out, absl::StrCat("imported ", path,
+                                  " as model net v1: MLP, 4 inputs, 2 hidden layers (8, 8), 3 "
+                                  "classes, 3.0 MiB\n"));
+  run = RunDrfm(server, {"models", "import", path, "--name", "net", "-o", "json"});
+  ASSERT_EQ(run.code, kExitOk) << run.err;
+  const v1::Model model = FromJson<v1::Model>(run.out);
+  EXPECT_EQ(model.kind(), v1::Model::MLP);
+  EXPECT_EQ(model.size_bytes(), static_cast<int64_t>(file.size()));
+  EXPECT_TRUE(absl::StrContains(run.out, "\"input_dim\""));
+}
+
+TEST(CliTest, ModelsImportRefusesWhatIsNotASafetensorsFileBeforeSendingIt) {
+  FakeServer server;
+  const std::string csv = WriteFile("weights.csv", "1,2,3\n4,5,6\n");
+  CliRun run = RunDrfm(server, {"models", "import", csv, "--name", "net"});
+  EXPECT_EQ(run.code, kExitError);
+  EXPECT_TRUE(absl::StrContains(run.err, "INVALID_ARGUMENT: " + csv + " is not a safetensors file"))
+      << run.err;
+  run = RunDrfm(server, {"models", "import", WriteFile("short", "abc"), "--name", "net"});
+  EXPECT_TRUE(absl::StrContains(run.err, "it has only 3 bytes")) << run.err;
+  run = RunDrfm(server, {"models", "import", TempPath("absent.safetensors"), "--name", "net"});
+  EXPECT_EQ(run.code, kExitError);
+  EXPECT_TRUE(absl::StartsWith(run.err, "error: NOT_FOUND: ")) << run.err;
+  EXPECT_EQ(server.models.imports(), 0);
+  // The server's refusal of a well-framed file is shown as it is.
+  run = RunDrfm(server,
+                {"models", "import", WriteFile("bad.safetensors", Safetensors(R"({"bad":{}})", "")),
+                 "--name", "net"});
+  EXPECT_EQ(run.code, kExitError);
+  EXPECT_TRUE(absl::StrContains(run.err, "INVALID_ARGUMENT: layers.1.weight has 9 columns"))
+      << run.err;
+  EXPECT_EQ(server.models.imports(), 1);
+  // --name is required.
+  EXPECT_EQ(RunDrfm(server, {"models", "import", csv}).code, kExitUsage);
 }
 
 TEST(CliTest, HealthSaysWhetherTheServerServes) {

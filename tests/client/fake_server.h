@@ -55,6 +55,14 @@ class FakeJobService final : public v1::JobService::Service {
     absl::MutexLock lock(&mu_);
     return last_submit_;
   }
+  v1::SubmitMlpFitRequest last_mlp_submit() const {
+    absl::MutexLock lock(&mu_);
+    return last_mlp_submit_;
+  }
+  v1::SubmitAnalysisRequest last_analysis() const {
+    absl::MutexLock lock(&mu_);
+    return last_analysis_;
+  }
   std::vector<std::string> authorizations() const {
     absl::MutexLock lock(&mu_);
     return authorizations_;
@@ -71,6 +79,32 @@ class FakeJobService final : public v1::JobService::Service {
     *response = job_;
     response->set_state(v1::Job::QUEUED);
     response->clear_reports();
+    return grpc::Status::OK;
+  }
+  grpc::Status SubmitMlpFit(grpc::ServerContext*, const v1::SubmitMlpFitRequest* request,
+                            v1::Job* response) override {
+    absl::MutexLock lock(&mu_);
+    last_mlp_submit_ = *request;
+    if (request->config().has_width() && request->config().width() == 7) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "config.width must be even in this fake; got 7");
+    }
+    *response = job_;
+    response->set_state(v1::Job::QUEUED);
+    response->clear_network_reports();
+    return grpc::Status::OK;
+  }
+  grpc::Status SubmitAnalysis(grpc::ServerContext*, const v1::SubmitAnalysisRequest* request,
+                              v1::Job* response) override {
+    absl::MutexLock lock(&mu_);
+    last_analysis_ = *request;
+    if (request->model() != "net") {
+      return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                          absl::StrCat("no model named \"", request->model(), "\""));
+    }
+    *response = job_;
+    response->set_state(v1::Job::QUEUED);
+    response->clear_network_reports();
     return grpc::Status::OK;
   }
   grpc::Status EstimateFit(grpc::ServerContext*, const v1::SubmitFitRequest* request,
@@ -146,6 +180,8 @@ class FakeJobService final : public v1::JobService::Service {
   int drop_after_ = 0;
   std::vector<int64_t> watch_after_sequences_;
   v1::SubmitFitRequest last_submit_;
+  v1::SubmitMlpFitRequest last_mlp_submit_;
+  v1::SubmitAnalysisRequest last_analysis_;
   std::vector<std::string> authorizations_;
 };
 
@@ -237,6 +273,22 @@ class FakeModelService final : public v1::ModelService::Service {
     return stream_requests_;
   }
 
+  // What the last ImportModel call sent.
+  struct Import {
+    v1::ImportModelHeader header;
+    std::string bytes;
+    int chunks = 0;
+    size_t largest_chunk = 0;
+  };
+  Import last_import() const {
+    absl::MutexLock lock(&mu_);
+    return import_;
+  }
+  int imports() const {
+    absl::MutexLock lock(&mu_);
+    return imports_;
+  }
+
   static std::string ExportBytes() {
     std::string bytes;
     for (int i = 0; i < 5000; ++i) bytes += static_cast<char>(i * 7);
@@ -274,6 +326,55 @@ class FakeModelService final : public v1::ModelService::Service {
       if (!status.ok()) return status;
       stream->Write(response);
     }
+    return grpc::Status::OK;
+  }
+  // Verifies the header comes first and the size and SHA-256 as the real service does; answers
+  // with an MLP "NAME" v1 of 4 inputs, 2 hidden layers of 8 and 3 classes.
+  grpc::Status ImportModel(grpc::ServerContext*, grpc::ServerReader<v1::ImportModelRequest>* reader,
+                           v1::Model* response) override {
+    Import import;
+    v1::ImportModelRequest request;
+    bool first = true;
+    while (reader->Read(&request)) {
+      if (first != request.has_header()) {
+        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the header must come first");
+      }
+      if (first) {
+        import.header = request.header();
+        first = false;
+        continue;
+      }
+      ++import.chunks;
+      import.largest_chunk = std::max(import.largest_chunk, request.chunk().size());
+      import.bytes += request.chunk();
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      import_ = import;
+      ++imports_;
+    }
+    Sha256 sha;
+    sha.Update(import.bytes);
+    if (import.header.has_sha256() && import.header.sha256() != sha.HexDigest()) {
+      return grpc::Status(grpc::StatusCode::DATA_LOSS, "sha256 mismatch");
+    }
+    if (import.header.size_bytes() != static_cast<int64_t>(import.bytes.size())) {
+      return grpc::Status(grpc::StatusCode::DATA_LOSS, "size mismatch");
+    }
+    if (import.bytes.find("\"bad\"") != std::string::npos) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "layers.1.weight has 9 columns but layers.0.weight has 8 rows; the "
+                          "shapes must chain");
+    }
+    response->set_name(import.header.name());
+    response->set_version(1);
+    response->set_kind(v1::Model::MLP);
+    response->set_input_dim(4);
+    response->set_classes(3);
+    response->set_layers(2);
+    response->add_layer_dims(8);
+    response->add_layer_dims(8);
+    response->set_size_bytes(static_cast<int64_t>(import.bytes.size()));
     return grpc::Status::OK;
   }
   grpc::Status ExportModel(grpc::ServerContext*, const v1::ExportModelRequest*,
@@ -346,6 +447,8 @@ class FakeModelService final : public v1::ModelService::Service {
   mutable absl::Mutex mu_;
   int predict_calls_ = 0;
   int stream_requests_ = 0;
+  Import import_;
+  int imports_ = 0;
 };
 
 // The three fakes and gRPC's health service on one in-process server.
@@ -444,6 +547,113 @@ inline void MakeScriptedJob(int layers, v1::Job::State final_state, v1::Job* job
   add(done);
   job->set_state(final_state);
   job->set_layers_done(layers + 1);
+  job->set_last_event_sequence(sequence);
+}
+
+// One measurement of an MLP with `depth` hidden layers: nc1 of none falls with the layer and
+// with the epoch, right is half of none, left 0.8 of it; NFA correlations rise with the epoch.
+inline v1::NetworkReport MakeNetworkReport(int depth, int epoch, bool with_test) {
+  v1::NetworkReport r;
+  r.set_epoch(epoch);
+  r.set_train_loss(1.0 / (1 + epoch));
+  r.set_train_accuracy(0.5 + 0.01 * epoch);
+  if (with_test) {
+    r.set_test_accuracy(0.4 + 0.01 * epoch);
+    r.set_test_loss(2.0 / (1 + epoch));
+  }
+  r.set_seconds(0.25);
+  for (int layer = 1; layer <= depth + 1; ++layer) {
+    v1::NetworkLayerReport* l = r.add_layers();
+    l->set_layer(layer);
+    l->set_output(layer == depth + 1);
+    const double none = 4.0 / layer / (1 + epoch);
+    l->mutable_none()->set_nc1(none);
+    l->mutable_right()->set_nc1(none / 2);
+    if (!l->output()) l->mutable_left()->set_nc1(none * 0.8);
+    l->set_nfa_correlation(0.5 + 0.02 * epoch);
+    l->set_nfa_correlation_raw(0.4 + 0.02 * epoch);
+    l->add_top_singular_values(2.5);
+  }
+  return r;
+}
+
+// An MLP job "mlp1" (or, with `analysis`, an analysis job "an1" of model "net" v3 with one
+// measurement) and its events: QUEUED, RUNNING, then per measurement some TRAIN progress (MLP),
+// a MEASURE progress per layer and the NetworkReport, then `final_state`. Measurements at epochs
+// 0, 10, ..., 10 * (measurements - 1).
+inline void MakeScriptedNetworkJob(int depth, int measurements, bool analysis,
+                                   v1::Job::State final_state, v1::Job* job,
+                                   std::vector<v1::JobEvent>* events) {
+  job->set_id(analysis ? "an1" : "mlp1");
+  job->set_kind(analysis ? v1::Job::ANALYSIS : v1::Job::MLP);
+  job->set_layers_total(measurements);
+  if (analysis) {
+    job->mutable_analyzed_model()->set_name("net");
+    job->mutable_analyzed_model()->set_version(3);
+    job->mutable_data()->set_dataset("fashion-mnist:test");
+    job->mutable_data()->set_limit(200);
+  } else {
+    job->mutable_mlp_config()->set_depth(depth);
+    job->mutable_mlp_config()->set_width(16);
+    job->mutable_mlp_config()->set_epochs(10 * (measurements - 1));
+    job->mutable_train()->set_dataset("fashion-mnist:train");
+    job->mutable_train()->set_limit(300);
+    job->mutable_test()->set_dataset("fashion-mnist:test");
+  }
+  int64_t sequence = 0;
+  auto add = [&](v1::JobEvent event) {
+    event.set_sequence(++sequence);
+    event.mutable_time()->set_seconds(1700000000 + sequence);
+    events->push_back(event);
+  };
+  v1::JobEvent queued;
+  queued.mutable_state_change()->set_state(v1::Job::QUEUED);
+  add(queued);
+  v1::JobEvent running;
+  running.mutable_state_change()->set_state(v1::Job::RUNNING);
+  running.mutable_state_change()->set_previous_state(v1::Job::QUEUED);
+  add(running);
+  for (int m = 0; m < measurements; ++m) {
+    const int epoch = analysis ? 0 : 10 * m;
+    if (m > 0) {
+      for (int e : {epoch - 10, epoch - 5}) {
+        v1::JobEvent train;
+        train.mutable_progress()->set_phase(v1::Progress::TRAIN);
+        train.mutable_progress()->set_epoch(e);
+        train.mutable_progress()->set_fraction(static_cast<double>(e) / (10 * (measurements - 1)));
+        add(train);
+      }
+    }
+    for (int layer = 1; layer <= depth + 1; ++layer) {
+      v1::JobEvent measure;
+      measure.mutable_progress()->set_phase(v1::Progress::MEASURE);
+      measure.mutable_progress()->set_layer(layer);
+      measure.mutable_progress()->set_epoch(epoch);
+      measure.mutable_progress()->set_fraction(0.5);
+      add(measure);
+    }
+    v1::JobEvent report;
+    *report.mutable_network_report() = MakeNetworkReport(depth, epoch, !analysis);
+    *job->add_network_reports() = report.network_report();
+    add(report);
+  }
+  v1::JobEvent done;
+  done.mutable_state_change()->set_state(final_state);
+  done.mutable_state_change()->set_previous_state(v1::Job::RUNNING);
+  if (final_state == v1::Job::SUCCEEDED) {
+    if (!analysis) {
+      done.mutable_state_change()->mutable_model()->set_name("net");
+      done.mutable_state_change()->mutable_model()->set_version(1);
+      job->mutable_model()->set_name("net");
+      job->mutable_model()->set_version(1);
+    }
+  } else {
+    done.mutable_state_change()->set_error("training diverged (loss is NaN); lower --lr");
+    job->set_error("training diverged (loss is NaN); lower --lr");
+  }
+  add(done);
+  job->set_state(final_state);
+  job->set_layers_done(measurements);
   job->set_last_event_sequence(sequence);
 }
 

@@ -1,12 +1,14 @@
 // Tests of the wire payloads (client/payload.h): byte encodings, the SHA-256 content hash, the
-// chunking of an upload (every chunk size reassembles to the payload), predict batching and the
-// prediction CSV.
+// chunking of an upload and of a model import (every chunk size reassembles to the payload), the
+// safetensors framing check, predict batching and the prediction CSV.
 #include "client/payload.h"
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "gtest/gtest.h"
 
 namespace drfm::client {
@@ -202,6 +204,75 @@ TEST(PayloadTest, PredictionCsvRefusesInconsistentAnswers) {
   no_bytes.set_rows(1);
   no_bytes.set_representation_cols(4);
   EXPECT_EQ(rep.Add(no_bytes).code(), absl::StatusCode::kInvalidArgument);
+}
+
+// A safetensors file: the little-endian header length, `header`, `data`.
+std::string SafetensorsFile(const std::string& header, const std::string& data) {
+  std::string out;
+  for (int b = 0; b < 8; ++b) out += static_cast<char>((header.size() >> (8 * b)) & 0xff);
+  return out + header + data;
+}
+
+TEST(ModelImportTest, HeaderNamesTheSizeAndHashOfTheFile) {
+  const std::string file = SafetensorsFile(R"({"a":1})", std::string(100, 'x'));
+  ModelImport import("net", file);
+  ASSERT_TRUE(import.header().has_header());
+  EXPECT_EQ(import.header().header().name(), "net");
+  EXPECT_EQ(import.header().header().size_bytes(), static_cast<int64_t>(file.size()));
+  Sha256 sha;
+  sha.Update(file);
+  EXPECT_EQ(import.header().header().sha256(), sha.HexDigest());
+  EXPECT_EQ(import.total_bytes(), static_cast<int64_t>(file.size()));
+}
+
+TEST(ModelImportTest, ChunksOfEverySizeReassembleToTheFile) {
+  std::string file;
+  for (int i = 0; i < 1000; ++i) file += static_cast<char>(i * 13);
+  for (size_t chunk_bytes : {size_t{1}, size_t{7}, size_t{999}, size_t{1000}, size_t{4096}}) {
+    ModelImport import("m", file, chunk_bytes);
+    std::string joined;
+    v1::ImportModelRequest request;
+    int chunks = 0;
+    while (import.NextChunk(&request)) {
+      ASSERT_EQ(request.part_case(), v1::ImportModelRequest::kChunk);
+      EXPECT_LE(request.chunk().size(), chunk_bytes);
+      EXPECT_FALSE(request.chunk().empty());
+      joined += request.chunk();
+      ++chunks;
+      EXPECT_EQ(import.sent_bytes(), static_cast<int64_t>(joined.size()));
+    }
+    EXPECT_EQ(joined, file) << chunk_bytes;
+    EXPECT_EQ(chunks, static_cast<int>((file.size() + chunk_bytes - 1) / chunk_bytes));
+    import.Rewind();
+    EXPECT_TRUE(import.NextChunk(&request));
+    EXPECT_EQ(request.chunk(), file.substr(0, std::min(chunk_bytes, file.size())));
+  }
+  // An empty file has no chunks (the server rejects it).
+  ModelImport empty("m", "");
+  v1::ImportModelRequest request;
+  EXPECT_FALSE(empty.NextChunk(&request));
+}
+
+TEST(SafetensorsFramingTest, AcceptsAHeaderLengthAndAJsonObject) {
+  EXPECT_TRUE(CheckSafetensorsFraming(SafetensorsFile(R"({"x":{}})", "data"), "f").ok());
+  EXPECT_TRUE(CheckSafetensorsFraming(SafetensorsFile("  {}", ""), "f").ok());
+}
+
+TEST(SafetensorsFramingTest, RefusesOtherFilesNamingThem) {
+  const auto short_file = CheckSafetensorsFraming("abc", "w.bin");
+  EXPECT_EQ(short_file.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(short_file.message(), "w.bin is not a safetensors file"))
+      << short_file;
+  // A CSV: its first 8 bytes read as an absurd header length.
+  const auto csv = CheckSafetensorsFraming("1,2,3,4,5,6\n7,8,9\n", "w.csv");
+  EXPECT_TRUE(absl::StrContains(csv.message(), "header length")) << csv;
+  // The right length, but not JSON.
+  const auto not_json = CheckSafetensorsFraming(SafetensorsFile("[1,2]", ""), "w");
+  EXPECT_TRUE(absl::StrContains(not_json.message(), "not a JSON object")) << not_json;
+  // A header that runs past the end of the file (truncated).
+  std::string truncated = SafetensorsFile(R"({"x":{}})", "");
+  truncated.resize(truncated.size() - 1);
+  EXPECT_FALSE(CheckSafetensorsFraming(truncated, "w").ok());
 }
 
 }  // namespace

@@ -1,7 +1,8 @@
 // Tests of the renderers (client/render.h): table alignment, units, progress bars, the layer
-// table, the live job display in both modes, and the SVG chart: well-formed XML (checked by a
-// small strict parser below), one series per curve with the expected points, decade ticks on the
-// log axis, and escaped text.
+// table and the MLP measurement tables, the live job display in both modes (Deep RFM and MLP),
+// and the SVG charts: well-formed XML (checked by a small strict parser below), one series per
+// curve with the expected points, decade ticks on the log axis, nice ticks on linear and epoch
+// axes, panels in rows, and escaped text.
 #include "client/render.h"
 
 #include <cctype>
@@ -538,6 +539,307 @@ TEST(SvgTest, WithoutReportsSaysSoAndStaysWellFormed) {
   const Element root = ParseSvg(RenderSvg(CollapseChart({}, "empty", "")));
   EXPECT_EQ(FindAll(root, "polyline", "series").size(), 0u);
   EXPECT_EQ(FindAll(root, "text", "no-data").size(), 2u);
+}
+
+// A measurement of an MLP with `depth` hidden layers at `epoch`: nc1 of none = 2 / layer /
+// (1 + epoch), right half of it, left 0.8 of it (none for the output layer); NFA 0.5 + 0.01 epoch.
+v1::NetworkReport NetworkReport(int depth, int epoch) {
+  v1::NetworkReport r;
+  r.set_epoch(epoch);
+  r.set_train_loss(0.5 / (1 + epoch));
+  r.set_train_accuracy(0.75);
+  r.set_test_accuracy(0.7);
+  r.set_test_loss(0.6);
+  r.set_seconds(1.5);
+  for (int l = 1; l <= depth + 1; ++l) {
+    v1::NetworkLayerReport* layer = r.add_layers();
+    layer->set_layer(l);
+    layer->set_output(l == depth + 1);
+    const double none = 2.0 / l / (1 + epoch);
+    layer->mutable_none()->set_nc1(none);
+    layer->mutable_right()->set_nc1(none / 2);
+    if (!layer->output()) layer->mutable_left()->set_nc1(none * 0.8);
+    layer->set_nfa_correlation(0.5 + 0.01 * epoch);
+    layer->set_nfa_correlation_raw(-0.25);
+    layer->add_top_singular_values(12.5);
+    layer->add_top_singular_values(3);
+  }
+  return r;
+}
+
+TEST(NetworkTableTest, LayerRowsLineUpAndTheOutputLayerHasNoLeft) {
+  const std::string table = NetworkLayerTable(NetworkReport(2, 10), "  ");
+  const std::vector<std::string> lines = absl::StrSplit(table, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 4u);
+  EXPECT_EQ(lines[0], "  layer    nc1_none nc1_right  nc1_left     nfa nfa_raw  sigma_1");
+  EXPECT_EQ(lines[1], "  1          0.1818    0.0909    0.1455  0.6000 -0.2500  12.5000");
+  EXPECT_EQ(lines[3], "  3 out      0.0606    0.0303         -  0.6000 -0.2500  12.5000");
+  for (const std::string& line : lines) EXPECT_EQ(line.size(), lines[0].size()) << line;
+  EXPECT_EQ(FormatCorrelation(std::nan("")), "-");
+}
+
+TEST(NetworkTableTest, ABlockIsASummaryLineAndTheLayerTable) {
+  v1::NetworkReport r = NetworkReport(1, 0);
+  EXPECT_TRUE(absl::StartsWith(
+      NetworkReportBlock(r, false),
+      "epoch 0: train loss 0.5000 accuracy 0.7500  test loss 0.6000 accuracy 0.7000  (1.5s)\n"
+      "  layer "));
+  r.clear_test_loss();
+  EXPECT_TRUE(absl::StartsWith(NetworkReportBlock(r, false),
+                               "epoch 0: train loss 0.5000 accuracy 0.7500  test accuracy 0.7000  "
+                               "(1.5s)\n"));
+  r.clear_test_accuracy();
+  EXPECT_TRUE(absl::StartsWith(NetworkReportBlock(r, false),
+                               "epoch 0: train loss 0.5000 accuracy 0.7500  (1.5s)\n"));
+  EXPECT_TRUE(absl::StartsWith(NetworkReportBlock(r, true),
+                               "measured: loss 0.5000  accuracy 0.7500  (1.5s)\n"));
+  EXPECT_EQ(NetworkTableHeader(), "epoch   train_loss  test_loss   train    test     sec\n");
+  const std::string row = NetworkTableRow(NetworkReport(1, 20));
+  EXPECT_EQ(row, "20          0.0238     0.6000  0.7500  0.7000    1.50\n");
+  EXPECT_EQ(row.size(), NetworkTableHeader().size());
+  r = NetworkReport(1, 20);
+  r.clear_test_loss();
+  r.clear_test_accuracy();
+  EXPECT_EQ(NetworkTableRow(r), "20          0.0238          -  0.7500       -    1.50\n");
+}
+
+// The events of an MLP job of depth 1 trained for 20 epochs, measured at 0, 10 and 20.
+std::vector<v1::JobEvent> MlpEvents() {
+  std::vector<v1::JobEvent> events;
+  auto add = [&](v1::JobEvent e) {
+    e.set_sequence(static_cast<int64_t>(events.size()) + 1);
+    e.mutable_time()->set_seconds(1000 + e.sequence());
+    events.push_back(e);
+  };
+  v1::JobEvent e;
+  e.mutable_state_change()->set_state(v1::Job::QUEUED);
+  add(e);
+  e.mutable_state_change()->set_state(v1::Job::RUNNING);
+  add(e);
+  for (int epoch : {0, 10, 20}) {
+    if (epoch > 0) {
+      for (int done : {epoch - 10, epoch - 9, epoch - 1}) {
+        v1::JobEvent p;
+        p.mutable_progress()->set_phase(v1::Progress::TRAIN);
+        p.mutable_progress()->set_epoch(done);
+        p.mutable_progress()->set_fraction(0.5);
+        add(p);
+      }
+    }
+    for (int layer : {1, 2}) {
+      v1::JobEvent p;
+      p.mutable_progress()->set_phase(v1::Progress::MEASURE);
+      p.mutable_progress()->set_layer(layer);
+      p.mutable_progress()->set_epoch(epoch);
+      p.mutable_progress()->set_fraction(0.25);
+      add(p);
+    }
+    v1::JobEvent report;
+    *report.mutable_network_report() = NetworkReport(1, epoch);
+    add(report);
+  }
+  v1::JobEvent done;
+  done.mutable_state_change()->set_state(v1::Job::SUCCEEDED);
+  add(done);
+  return events;
+}
+
+v1::Job MlpJob() {
+  v1::Job job;
+  job.set_kind(v1::Job::MLP);
+  job.set_layers_total(3);
+  job.mutable_mlp_config()->set_epochs(20);
+  job.mutable_mlp_config()->set_depth(1);
+  return job;
+}
+
+TEST(JobDisplayTest, AnMlpPrintsALinePerStretchOfTrainingAndABlockPerMeasurement) {
+  std::ostringstream out;
+  JobDisplay display(out, /*interactive=*/false, "mlp1");
+  display.SetJob(MlpJob());
+  for (const v1::JobEvent& e : MlpEvents()) display.OnEvent(e, absl::FromUnixSeconds(2000));
+  display.Finish();
+  const std::string text = out.str();
+  EXPECT_EQ(text.find('\r'), std::string::npos);
+  std::vector<std::string> progress;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (absl::StartsWith(line, "[")) progress.emplace_back(line.substr(11));
+  }
+  // One line when training or a measurement starts, not one per epoch or per layer.
+  EXPECT_EQ(progress, (std::vector<std::string>{"measuring at epoch 0", "training, epoch 0 of 20",
+                                                "measuring at epoch 10", "training, epoch 10 of 20",
+                                                "measuring at epoch 20"}));
+  EXPECT_TRUE(absl::StrContains(
+      text,
+      "epoch 10: train loss 0.0455 accuracy 0.7500  test loss 0.6000 accuracy 0.7000  (1.5s)\n"
+      "  layer    nc1_none"))
+      << text;
+  ASSERT_EQ(display.network_reports().size(), 3u);
+  EXPECT_EQ(display.network_reports()[2].epoch(), 20);
+  EXPECT_TRUE(display.reports().empty());
+}
+
+TEST(JobDisplayTest, AnMlpStatusLineShowsTheEpochOrTheLayerMeasured) {
+  std::ostringstream out;
+  JobDisplay display(out, /*interactive=*/true, "mlp1");
+  display.SetJob(MlpJob());
+  const std::vector<v1::JobEvent> events = MlpEvents();
+  // Up to the TRAIN progress at epoch 9.
+  size_t i = 0;
+  for (; i < events.size(); ++i) {
+    display.OnEvent(events[i], absl::FromUnixSeconds(1000));
+    if (events[i].has_progress() && events[i].progress().epoch() == 9) break;
+  }
+  std::string text = out.str();
+  std::string status = text.substr(text.rfind("\r\033[K") + 4);
+  EXPECT_TRUE(absl::StartsWith(status, "epoch 9/20 [")) << status;
+  EXPECT_TRUE(absl::StrContains(status, "train")) << status;
+  // Then the measurement of layer 2 at epoch 10.
+  for (++i; i < events.size(); ++i) {
+    display.OnEvent(events[i], absl::FromUnixSeconds(1000));
+    if (events[i].has_progress() && events[i].progress().layer() == 2) break;
+  }
+  text = out.str();
+  status = text.substr(text.rfind("\r\033[K") + 4);
+  EXPECT_TRUE(absl::StartsWith(status, "measuring layer 2/2 [")) << status;
+  EXPECT_TRUE(absl::StrContains(status, "measure   25%")) << status;
+}
+
+TEST(TicksTest, LinearTicksAreNiceAndCoverTheRange) {
+  const std::vector<double> ticks = LinearTicks(0.12, 0.97);
+  const std::vector<double> expected = {0, 0.2, 0.4, 0.6, 0.8, 1};
+  ASSERT_EQ(ticks.size(), expected.size());
+  for (size_t i = 0; i < ticks.size(); ++i) EXPECT_NEAR(ticks[i], expected[i], 1e-12);
+  const std::vector<double> negative = LinearTicks(-0.3, 0.95);
+  EXPECT_LE(negative.front(), -0.3);
+  EXPECT_GE(negative.back(), 0.95);
+  EXPECT_LE(negative.size(), 6u);
+  // A constant is widened into a range around it.
+  const std::vector<double> flat = LinearTicks(0.9, 0.9);
+  EXPECT_GE(flat.size(), 2u);
+  EXPECT_LT(flat.front(), 0.9);
+  EXPECT_GT(flat.back(), 0.9);
+}
+
+TEST(TicksTest, IntegerTicksUseANiceStep) {
+  EXPECT_EQ(IntegerTicks(1, 4), (std::vector<int>{1, 2, 3, 4}));
+  EXPECT_EQ(IntegerTicks(0, 250), (std::vector<int>{0, 50, 100, 150, 200, 250}));
+  EXPECT_EQ(IntegerTicks(0, 25), (std::vector<int>{0, 5, 10, 15, 20, 25}));
+  EXPECT_EQ(IntegerTicks(1, 65), (std::vector<int>{10, 20, 30, 40, 50, 60}));
+  EXPECT_EQ(IntegerTicks(7, 7), (std::vector<int>{7}));
+}
+
+TEST(SvgTest, NetworkChartHasAPanelPerLayerAndOneForTheNfa) {
+  std::vector<v1::NetworkReport> reports;
+  for (int epoch : {0, 10, 20, 30}) reports.push_back(NetworkReport(3, epoch));
+  const Element root = ParseSvg(RenderSvg(NetworkChart(reports, "MLP", "depth 3")));
+  const std::vector<const Element*> panels = FindAll(root, "g", "panel");
+  ASSERT_EQ(panels.size(), 5u);
+  std::vector<std::string> titles;
+  for (const Element* p : panels) titles.push_back(FindAll(*p, "text", "panel-title")[0]->text);
+  EXPECT_EQ(titles, (std::vector<std::string>{"layer 1", "layer 2", "layer 3", "layer 4 (output)",
+                                              "NFA: corr(W^T W, AGOP^1/2)"}));
+  // Per layer: none, right and left, a point per epoch; the output layer has no left.
+  for (size_t p = 0; p < 4; ++p) {
+    const std::vector<const Element*> series = FindAll(*panels[p], "polyline", "series");
+    ASSERT_EQ(series.size(), p == 3 ? 2u : 3u) << titles[p];
+    for (const Element* s : series) {
+      const std::vector<std::string> coords =
+          absl::StrSplit(s->attributes.at("points"), ' ', absl::SkipEmpty());
+      EXPECT_EQ(coords.size(), 4u);
+    }
+    EXPECT_EQ(series[0]->attributes.at("data-series"), titles[p] + ": none (input)");
+    std::vector<std::string> x_labels;
+    for (const Element* e : FindAll(*panels[p], "text", "x-tick-label"))
+      x_labels.push_back(e->text);
+    EXPECT_EQ(x_labels, (std::vector<std::string>{"0", "5", "10", "15", "20", "25", "30"}));
+  }
+  // The NFA panel: a curve per layer on a linear axis, each labelled at its end.
+  const std::vector<const Element*> nfa = FindAll(*panels[4], "polyline", "series");
+  ASSERT_EQ(nfa.size(), 4u);
+  std::vector<std::string> end_labels;
+  for (const Element* e : FindAll(*panels[4], "text", "end-label")) end_labels.push_back(e->text);
+  EXPECT_EQ(end_labels, (std::vector<std::string>{"layer 1", "layer 2", "layer 3", "output"}));
+  // The four curves end at the same value: their labels are pushed apart, inside the plot.
+  std::vector<double> label_ys;
+  for (const Element* e : FindAll(*panels[4], "text", "end-label")) {
+    double y;
+    ASSERT_TRUE(absl::SimpleAtod(e->attributes.at("y"), &y));
+    label_ys.push_back(y);
+  }
+  double plot_top, plot_height;
+  const Element* area = FindAll(*panels[4], "rect", "plot-area")[0];
+  ASSERT_TRUE(absl::SimpleAtod(area->attributes.at("y"), &plot_top));
+  ASSERT_TRUE(absl::SimpleAtod(area->attributes.at("height"), &plot_height));
+  for (size_t k = 1; k < label_ys.size(); ++k) EXPECT_GE(label_ys[k] - label_ys[k - 1], 11.99);
+  EXPECT_LE(label_ys.back(), plot_top + plot_height + 0.01);
+  std::vector<std::string> y_labels;
+  for (const Element* e : FindAll(*panels[4], "text", "y-tick-label")) y_labels.push_back(e->text);
+  ASSERT_GE(y_labels.size(), 2u);
+  double lo, hi;
+  ASSERT_TRUE(absl::SimpleAtod(y_labels.front(), &lo));
+  ASSERT_TRUE(absl::SimpleAtod(y_labels.back(), &hi));
+  EXPECT_LE(lo, 0.5);
+  EXPECT_GE(hi, 0.8);
+  EXPECT_LT(hi - lo, 1);  // scaled to the data, not to [-1, 1]
+  // The legend: the three representations only.
+  std::vector<std::string> legend;
+  for (const Element* e : FindAll(root, "text", "legend-label")) legend.push_back(e->text);
+  EXPECT_EQ(legend, (std::vector<std::string>{"none (input)", "right (W h)", "left (ReLU(W h))"}));
+}
+
+TEST(SvgTest, PanelsWrapIntoRowsOfThree) {
+  std::vector<v1::NetworkReport> reports = {NetworkReport(3, 0), NetworkReport(3, 10)};
+  const Element root = ParseSvg(RenderSvg(NetworkChart(reports, "t", "")));
+  std::vector<std::pair<double, double>> corners;
+  for (const Element* r : FindAll(root, "rect", "plot-area")) {
+    double x, y;
+    ASSERT_TRUE(absl::SimpleAtod(r->attributes.at("x"), &x));
+    ASSERT_TRUE(absl::SimpleAtod(r->attributes.at("y"), &y));
+    corners.emplace_back(x, y);
+  }
+  ASSERT_EQ(corners.size(), 5u);
+  EXPECT_EQ(corners[0].second, corners[2].second);  // first row
+  EXPECT_GT(corners[3].second, corners[0].second);  // second row
+  EXPECT_EQ(corners[3].first, corners[0].first);    // same column as the first
+  EXPECT_EQ(corners[4].second, corners[3].second);
+  double height, bottom;
+  ASSERT_TRUE(absl::SimpleAtod(root.attributes.at("height"), &height));
+  ASSERT_TRUE(
+      absl::SimpleAtod(FindAll(root, "rect", "plot-area")[3]->attributes.at("height"), &bottom));
+  EXPECT_GT(height, corners[3].second + bottom);  // the second row fits in the document
+}
+
+TEST(SvgTest, ASingleMeasurementIsShownAcrossLayers) {
+  const Element root = ParseSvg(RenderSvg(NetworkChart({NetworkReport(2, 0)}, "analysis", "")));
+  const std::vector<const Element*> panels = FindAll(root, "g", "panel");
+  ASSERT_EQ(panels.size(), 2u);
+  std::vector<std::string> x_labels;
+  for (const Element* e : FindAll(*panels[0], "text", "x-tick-label")) x_labels.push_back(e->text);
+  EXPECT_EQ(x_labels, (std::vector<std::string>{"1", "2", "output"}));
+  std::map<std::string, size_t> points;
+  for (const Element* s : FindAll(root, "polyline", "series")) {
+    points[s->attributes.at("data-series")] =
+        std::vector<std::string>(absl::StrSplit(s->attributes.at("points"), ' ', absl::SkipEmpty()))
+            .size();
+  }
+  EXPECT_EQ(points["nc1 by layer: none (input)"], 3u);
+  EXPECT_EQ(points["nc1 by layer: left (ReLU(W h))"], 2u);
+  EXPECT_EQ(points["NFA correlation by layer: nfa: W^T W vs AGOP^1/2"], 3u);
+  EXPECT_EQ(points["NFA correlation by layer: nfa_raw: W^T W vs AGOP"], 3u);  // negative: linear
+  // Legend entries are as wide as their labels: no label runs into the next entry.
+  const std::vector<const Element*> labels = FindAll(root, "text", "legend-label");
+  ASSERT_EQ(labels.size(), 5u);
+  for (size_t k = 1; k < labels.size(); ++k) {
+    double previous, next;
+    ASSERT_TRUE(absl::SimpleAtod(labels[k - 1]->attributes.at("x"), &previous));
+    ASSERT_TRUE(absl::SimpleAtod(labels[k]->attributes.at("x"), &next));
+    EXPECT_GT(next - previous, 7.0 * static_cast<double>(DisplayWidth(labels[k - 1]->text)))
+        << labels[k - 1]->text;
+  }
+  // No measurement yet: two empty panels.
+  const Element empty = ParseSvg(RenderSvg(NetworkChart({}, "t", "")));
+  EXPECT_EQ(FindAll(empty, "text", "no-data").size(), 2u);
 }
 
 TEST(SvgTest, TheXmlCheckerRejectsBrokenDocuments) {
