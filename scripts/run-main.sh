@@ -11,24 +11,8 @@ bash scripts/build.sh -DDRFM_BUILD_TESTS=OFF -DDRFM_BUILD_BENCH=OFF
 
 out=${DRFM_MAIN_OUT:-main-output}
 mkdir -p "$out"
-data_dir=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-metrics_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-build/bin/drfm-server --listen "127.0.0.1:$port" --metrics-listen "127.0.0.1:$metrics_port" \
-  --data-dir "$data_dir" > "$out/server.log" 2>&1 &
-server_pid=$!
-stop_server() {
-  if kill -0 "$server_pid" 2>/dev/null; then
-    kill -TERM "$server_pid"
-    wait "$server_pid"
-    echo "drfm-server stopped (exit $?)"
-  fi
-  rm -rf "$data_dir"
-}
-trap stop_server EXIT
-
-drfm() { build/bin/drfm --server "127.0.0.1:$port" "$@"; }
-drfm health --wait --timeout 30
+source scripts/local-server.sh
+start_local_server "$out"
 echo "== fit: Fashion-MNIST, 2000 train / 1000 test images, 3 layers =="
 drfm fit --train fashion-mnist:train --train-limit 2000 --test fashion-mnist:test --test-limit 1000 \
   --layers 3 --model fashion-mnist-rfm --plot "$out/collapse.svg"
