@@ -132,10 +132,11 @@ absl::Status PublishLocked(Store* store, JobRecord& record, v1::Job job,
 }
 
 // PublishLocked for a state change that must not be lost while a worker holds the job (the start
-// and the end of a run). When the Store fails (a full disk, a database another process locked)
-// it is retried with backoff, record.mu released while waiting, until it succeeds or `give_up()`
-// (called without record.mu) says the manager is stopping: a job is never left RUNNING in the
-// Store with no worker to finish it. Returns the last error when it gives up.
+// and the end of a run). When the Store fails in a way that can heal (a full disk, a data dir an
+// operator made read-only, a database another process locked, an I/O error) it is retried with
+// backoff, record.mu released while waiting, until it succeeds or `give_up()` (called without
+// record.mu) says the manager is stopping: a job is never left RUNNING in the Store with no
+// worker to finish it. Returns the last error when it gives up.
 absl::Status PublishPatientlyLocked(Store* store, JobRecord& record, const v1::Job& job,
                                     const std::vector<v1::JobEvent>& events,
                                     const std::function<bool()>& give_up)
@@ -144,6 +145,10 @@ absl::Status PublishPatientlyLocked(Store* store, JobRecord& record, const v1::J
   for (;;) {
     absl::Status status = PublishLocked(store, record, job, events);
     if (status.ok()) return status;
+    if (!absl::IsResourceExhausted(status) && !absl::IsUnavailable(status) &&
+        !absl::IsInternal(status) && !absl::IsAborted(status)) {
+      return status;
+    }
     LogError(status, absl::StrCat("cannot record the state of job ", record.id, "; retrying"));
     record.mu.Unlock();
     const bool stop = give_up();

@@ -18,17 +18,7 @@
 //     all is left after a clean SIGTERM, which exits 0.
 // Outcomes that a crash makes unknowable to the client (an acknowledgement lost in flight) are
 // tracked as "either", checked for integrity when present and then pinned down for later rounds.
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <grpcpp/create_channel.h>
-#include <grpcpp/security/credentials.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <signal.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -36,12 +26,10 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <map>
 #include <memory>
 #include <random>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -58,13 +46,23 @@
 #include "drfm/v1/jobs.grpc.pb.h"
 #include "drfm/v1/models.grpc.pb.h"
 #include "server/hash.h"
+#include "tests/e2e/server_process.h"
 
 namespace drfm {
 namespace {
 
 namespace fs = std::filesystem;
-
-constexpr char kServerBinary[] = DRFM_BINARY_DIR "/bin/drfm-server";
+using e2e::Bytes;
+using e2e::ExpectCompleteFile;
+using e2e::ExpectConsistentHistory;
+using e2e::IsTerminal;
+using e2e::kServerBinary;
+using e2e::MakeChannel;
+using e2e::PickFreePort;
+using e2e::ServerLaunch;
+using e2e::ServerProcess;
+using e2e::SetDeadline;
+using e2e::TempFiles;
 
 // Every dataset of the test: kRows x kCols float32, kClasses classes. A 1-layer fit on it takes
 // 0.4 s (idle) to 2 s (busy machine) on one thread.
@@ -73,192 +71,9 @@ constexpr int64_t kCols = 196;
 constexpr int kClasses = 5;
 constexpr int kProbeRows = 8;
 constexpr size_t kChunkBytes = 64 << 10;
-constexpr char kTempPrefix[] = ".tmp-";  // store.cc: files being written
 
 // What a crash leaves the client knowing about a write.
 enum class Expect { kPresent, kAbsent, kEither };
-
-bool IsTerminal(v1::Job::State s) {
-  return s == v1::Job::SUCCEEDED || s == v1::Job::FAILED || s == v1::Job::CANCELLED;
-}
-
-// A port on 127.0.0.1 that nothing listens on now (the kernel's choice for port 0).
-int PickFreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = 0;
-  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
-  socklen_t len = sizeof(addr);
-  int port = 0;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  close(fd);
-  return port;
-}
-
-// A channel to the server that reconnects quickly once it comes back after a kill (gRPC's default
-// reconnect backoff grows to minutes), with its own subchannels.
-std::shared_ptr<grpc::Channel> MakeChannel(int port) {
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 50);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 50);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 250);
-  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  args.SetMaxReceiveMessageSize(64 << 20);
-  return grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", port),
-                                   grpc::InsecureChannelCredentials(), args);
-}
-
-void SetDeadline(grpc::ClientContext* context, absl::Duration timeout) {
-  context->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
-}
-
-std::string Bytes(const void* data, size_t size) {
-  return std::string(static_cast<const char*>(data), size);
-}
-
-// Temporary files anywhere under `dir`.
-std::vector<std::string> TempFiles(const std::string& dir) {
-  std::vector<std::string> found;
-  std::error_code ec;
-  for (fs::recursive_directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
-    if (it->path().filename().string().rfind(kTempPrefix, 0) == 0) found.push_back(it->path());
-  }
-  return found;
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-// drfm-server as a child process. Not thread-safe: the test's main thread drives it (it also forks
-// from there: PR_SET_PDEATHSIG follows the forking thread).
-class ServerProcess {
- public:
-  ServerProcess(std::string data_dir, std::string log_path)
-      : data_dir_(std::move(data_dir)), log_path_(std::move(log_path)) {}
-  ~ServerProcess() { Kill(); }
-
-  // Starts drfm-server on 127.0.0.1:`port` and waits until gRPC health reports
-  // drfm.v1.JobService SERVING. An error with the log's tail when the process exits first or is
-  // not ready within `timeout`.
-  // `drain_seconds`: how long running fits may finish after SIGTERM.
-  absl::Status Start(int port, absl::Duration timeout, double drain_seconds = 5) {
-    std::vector<std::string> args = {kServerBinary,
-                                     "--listen",
-                                     absl::StrCat("127.0.0.1:", port),
-                                     "--metrics-listen",
-                                     "",
-                                     "--data-dir",
-                                     data_dir_,
-                                     "--workers",
-                                     "2",
-                                     "--threads-per-fit",
-                                     "1",
-                                     "--drain-seconds",
-                                     absl::StrCat(drain_seconds)};
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    const char* log = log_path_.c_str();
-    const pid_t parent = getpid();
-    const absl::Time started = absl::Now();
-    const pid_t pid = fork();
-    if (pid < 0) return absl::InternalError(absl::StrCat("fork: ", std::strerror(errno)));
-    if (pid == 0) {
-      // Only async-signal-safe calls until exec: the parent has other threads.
-      prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the test
-      if (getppid() != parent) _exit(127);
-      const int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-      if (fd < 0) _exit(127);
-      dup2(fd, STDOUT_FILENO);
-      dup2(fd, STDERR_FILENO);
-      close_range(3, ~0U, 0);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-    pid_ = pid;
-    ++starts_;
-    absl::Status ready = WaitReady(port, started + timeout);
-    last_start_seconds_ = absl::ToDoubleSeconds(absl::Now() - started);
-    return ready;
-  }
-
-  // SIGKILL, and reaps the process.
-  void Kill() {
-    if (pid_ <= 0) return;
-    kill(pid_, SIGKILL);
-    int status = 0;
-    waitpid(pid_, &status, 0);
-    pid_ = -1;
-  }
-
-  // SIGTERM; the exit code once it exits (SIGKILL and an error after `timeout`).
-  absl::StatusOr<int> Terminate(absl::Duration timeout) {
-    if (pid_ <= 0) return absl::FailedPreconditionError("not running");
-    kill(pid_, SIGTERM);
-    const absl::Time deadline = absl::Now() + timeout;
-    int status = 0;
-    while (waitpid(pid_, &status, WNOHANG) == 0) {
-      if (absl::Now() > deadline) {
-        Kill();
-        return absl::DeadlineExceededError("drfm-server did not exit after SIGTERM");
-      }
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-    pid_ = -1;
-    if (WIFEXITED(status)) return WEXITSTATUS(status);
-    return absl::InternalError(absl::StrCat("drfm-server died of signal ", WTERMSIG(status)));
-  }
-
-  std::string LogTail() const {
-    const std::string log = ReadFile(log_path_);
-    return log.size() > 3000 ? log.substr(log.size() - 3000) : log;
-  }
-  int starts() const { return starts_; }
-  double last_start_seconds() const { return last_start_seconds_; }
-
- private:
-  absl::Status WaitReady(int port, absl::Time deadline) {
-    client::ConnectionOptions options;
-    options.timeout = absl::Milliseconds(500);
-    client::Client health(MakeChannel(port), options);
-    absl::Duration backoff = absl::Milliseconds(10);
-    for (;;) {
-      int status = 0;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return absl::FailedPreconditionError(absl::StrCat(
-            "drfm-server exited (status ", status, ") before it was ready; log:\n", LogTail()));
-      }
-      // wait_for_ready: blocks until the port accepts or the 500 ms deadline passes.
-      absl::StatusOr<client::ServingStatus> serving =
-          health.CheckHealth("drfm.v1.JobService", true);
-      if (serving.ok() && *serving == client::ServingStatus::kServing) return absl::OkStatus();
-      if (absl::Now() > deadline) {
-        return absl::DeadlineExceededError(
-            absl::StrCat("drfm-server not ready in time (last health check: ",
-                         serving.ok() ? std::string(client::ServingStatusName(*serving))
-                                      : serving.status().ToString(),
-                         "); log:\n", LogTail()));
-      }
-      absl::SleepFor(backoff);
-      backoff = std::min(2 * backoff, absl::Milliseconds(200));
-    }
-  }
-
-  const std::string data_dir_;
-  const std::string log_path_;
-  pid_t pid_ = -1;
-  int starts_ = 0;
-  double last_start_seconds_ = 0;
-};
 
 // What the test knows about one uploaded dataset.
 struct DatasetEntry {
@@ -329,7 +144,9 @@ class CrashTest : public ::testing::Test {
   // Server lifecycle.
 
   void StartServer(double drain_seconds = 5) {
-    const absl::Status started = server_->Start(port_, absl::Seconds(30), drain_seconds);
+    ServerLaunch launch;
+    launch.drain_seconds = drain_seconds;
+    const absl::Status started = server_->Start(port_, absl::Seconds(30), launch);
     ASSERT_TRUE(started.ok()) << started;
     channel_ = MakeChannel(port_);
     datasets_ = v1::DatasetService::NewStub(channel_);
@@ -501,138 +318,20 @@ class CrashTest : public ::testing::Test {
     }
   }
 
-  // Every event of the job (WatchJob from 0 on a terminal job ends by itself).
-  absl::StatusOr<std::vector<v1::JobEvent>> AllEvents(const std::string& job_id) {
-    grpc::ClientContext context;
-    SetDeadline(&context, absl::Seconds(10));
-    v1::WatchJobRequest request;
-    request.set_job_id(job_id);
-    std::unique_ptr<grpc::ClientReader<v1::JobEvent>> reader =
-        jobs_stub()->WatchJob(&context, request);
-    std::vector<v1::JobEvent> events;
-    v1::JobEvent event;
-    while (reader->Read(&event)) events.push_back(event);
-    const grpc::Status status = reader->Finish();
-    if (!status.ok()) {
-      return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                          status.error_message());
-    }
-    return events;
-  }
-
-  // The history of a terminal job: sequences 1..N, state changes that follow the lifecycle
-  // (QUEUED first; RUNNING -> QUEUED only with a restart note; terminal last), layer reports
-  // 1, 2, ... within each run and nothing but a state change outside a run.
-  void ExpectConsistentHistory(const v1::Job& job, const std::vector<v1::JobEvent>& events) {
-    SCOPED_TRACE(absl::StrCat("job ", job.id()));
-    ASSERT_FALSE(events.empty());
-    EXPECT_EQ(static_cast<int64_t>(events.size()), job.last_event_sequence());
-    v1::Job::State state = v1::Job::STATE_UNSPECIFIED;
-    int next_layer = 1;
-    for (size_t i = 0; i < events.size(); ++i) {
-      const v1::JobEvent& e = events[i];
-      ASSERT_EQ(e.sequence(), static_cast<int64_t>(i + 1)) << "gap or repeat at event " << i;
-      ASSERT_FALSE(IsTerminal(state)) << "event " << e.sequence() << " after the terminal state";
-      if (e.has_state_change()) {
-        const v1::JobStateChange& c = e.state_change();
-        EXPECT_EQ(c.previous_state(), state) << "event " << e.sequence();
-        const bool allowed =
-            (state == v1::Job::STATE_UNSPECIFIED && c.state() == v1::Job::QUEUED) ||
-            (state == v1::Job::QUEUED && c.state() == v1::Job::RUNNING) ||
-            (state == v1::Job::QUEUED && c.state() == v1::Job::CANCELLED) ||
-            (state == v1::Job::RUNNING && c.state() == v1::Job::QUEUED && !c.error().empty()) ||
-            (state == v1::Job::RUNNING && IsTerminal(c.state()));
-        EXPECT_TRUE(allowed) << "event " << e.sequence() << ": " << v1::Job::State_Name(state)
-                             << " -> " << v1::Job::State_Name(c.state());
-        if (c.state() == v1::Job::RUNNING) next_layer = 1;
-        state = c.state();
-      } else {
-        EXPECT_EQ(state, v1::Job::RUNNING) << "event " << e.sequence() << " outside a run";
-        if (e.has_layer_report()) {
-          EXPECT_EQ(e.layer_report().layer(), next_layer) << "event " << e.sequence();
-          ++next_layer;
-        }
-      }
-    }
-    EXPECT_TRUE(IsTerminal(state)) << "the history does not end with a terminal state";
-    EXPECT_EQ(state, job.state());
-    if (job.state() == v1::Job::SUCCEEDED) {
-      EXPECT_EQ(events.back().state_change().model().SerializeAsString(),
-                job.model().SerializeAsString());
-      EXPECT_EQ(next_layer, job.layers_total() + 1) << "a successful last run reports every layer";
-    }
-  }
-
   // Listings (every page).
 
   std::map<std::string, v1::Dataset> ListUploadedDatasets() {
     std::map<std::string, v1::Dataset> all;
-    std::string token;
-    do {
-      grpc::ClientContext context;
-      SetDeadline(&context, absl::Seconds(10));
-      v1::ListDatasetsRequest request;
-      request.set_page_size(100);
-      request.set_page_token(token);
-      v1::ListDatasetsResponse response;
-      const grpc::Status status = datasets_stub()->ListDatasets(&context, request, &response);
-      EXPECT_TRUE(status.ok()) << status.error_message();
-      if (!status.ok()) break;
-      for (const v1::Dataset& d : response.datasets()) {
-        if (!d.builtin()) {
-          EXPECT_EQ(all.count(d.name()), 0u) << "dataset " << d.name() << " listed twice";
-          all[d.name()] = d;
-        }
-      }
-      token = response.next_page_token();
-    } while (!token.empty());
+    for (const v1::Dataset& d : e2e::ListAllDatasets(datasets_stub())) {
+      EXPECT_EQ(all.count(d.name()), 0u) << "dataset " << d.name() << " listed twice";
+      all[d.name()] = d;
+    }
     return all;
   }
-
-  std::vector<v1::Job> ListAllJobs() {
-    std::vector<v1::Job> all;
-    std::string token;
-    do {
-      grpc::ClientContext context;
-      SetDeadline(&context, absl::Seconds(10));
-      v1::ListJobsRequest request;
-      request.set_page_size(100);
-      request.set_page_token(token);
-      v1::ListJobsResponse response;
-      const grpc::Status status = jobs_stub()->ListJobs(&context, request, &response);
-      EXPECT_TRUE(status.ok()) << status.error_message();
-      if (!status.ok()) break;
-      all.insert(all.end(), response.jobs().begin(), response.jobs().end());
-      token = response.next_page_token();
-    } while (!token.empty());
-    return all;
-  }
-
-  std::vector<v1::Model> ListAllModels() {
-    std::vector<v1::Model> all;
-    std::string token;
-    do {
-      grpc::ClientContext context;
-      SetDeadline(&context, absl::Seconds(10));
-      v1::ListModelsRequest request;
-      request.set_page_size(100);
-      request.set_page_token(token);
-      v1::ListModelsResponse response;
-      const grpc::Status status = models_stub()->ListModels(&context, request, &response);
-      EXPECT_TRUE(status.ok()) << status.error_message();
-      if (!status.ok()) break;
-      all.insert(all.end(), response.models().begin(), response.models().end());
-      token = response.next_page_token();
-    } while (!token.empty());
-    return all;
-  }
-
-  // A stored file is complete: its size and SHA-256 are the listing's.
-  void ExpectCompleteFile(const std::string& path, int64_t size, const std::string& sha256) {
-    std::error_code ec;
-    ASSERT_TRUE(fs::exists(path, ec)) << path << " is listed but missing";
-    EXPECT_EQ(static_cast<int64_t>(fs::file_size(path, ec)), size) << path;
-    EXPECT_EQ(server::Sha256Hex(ReadFile(path)), sha256) << path;
+  std::vector<v1::Job> ListAllJobs() { return e2e::ListAllJobs(jobs_stub()); }
+  std::vector<v1::Model> ListAllModels() { return e2e::ListAllModels(models_stub()); }
+  absl::StatusOr<std::vector<v1::JobEvent>> AllEvents(const std::string& job_id) {
+    return e2e::AllEvents(jobs_stub(), job_id);
   }
 
   // The invariants, checked against a freshly restarted server while no workload runs (fits
