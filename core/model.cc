@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
+#include <type_traits>
 
 #include <nlohmann/json.hpp>
 #include <zlib.h>
@@ -76,9 +78,51 @@ uint32_t Crc32(std::string_view bytes) {
   return static_cast<uint32_t>(crc);
 }
 
+// Reads the number at `j[key]` into `out`; an absent key leaves `out` as it is unless `required`.
+// Integer fields take only JSON integers within T's range, so a crafted header cannot make
+// nlohmann convert 1e300 or -1.5 to an integer (undefined behaviour) or wrap a large value.
+// `prefix` starts the error messages ("model file: ", "config.").
+template <typename T>
+absl::Status ReadNumber(const Json& j, const char* prefix, const char* key, T* out,
+                        bool required = false) {
+  auto it = j.find(key);
+  if (it == j.end()) {
+    if (!required) return absl::OkStatus();
+    return absl::InvalidArgumentError(absl::StrCat(prefix, key, " is missing"));
+  }
+  if constexpr (std::is_floating_point_v<T>) {
+    if (!it->is_number()) {
+      return absl::InvalidArgumentError(absl::StrCat(prefix, key, " must be a number"));
+    }
+    *out = it->template get<T>();
+  } else {
+    bool in_range = false;
+    if (it->is_number_unsigned()) {
+      const uint64_t v = it->template get<uint64_t>();
+      in_range = v <= static_cast<uint64_t>(std::numeric_limits<T>::max());
+      if (in_range) *out = static_cast<T>(v);
+    } else if (it->is_number_integer()) {
+      const int64_t v = it->template get<int64_t>();
+      in_range = std::is_signed_v<T> && v >= static_cast<int64_t>(std::numeric_limits<T>::min());
+      if (in_range) *out = static_cast<T>(v);
+    }
+    if (!in_range) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(prefix, key, " must be an integer in [",
+                       std::numeric_limits<T>::min(), ", ", std::numeric_limits<T>::max(), "]"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// The tensor `name` of the header's tensor table, of shape rows x cols (-1 = any; a 1-D shape is
+// n x 1). `*budget` is the number of data bytes not yet taken by earlier tensors; this tensor's
+// bytes are taken from it, so the tensors of a file never hold more than its data in total
+// (overlapping offsets cannot multiply a small file into a large model).
 template <typename T>
 absl::StatusOr<RowMatrix<T>> ReadMatrix(const Json& table, const std::string& name,
-                                        std::string_view data, int64_t rows, int64_t cols) {
+                                        std::string_view data, int64_t rows, int64_t cols,
+                                        uint64_t* budget) {
   auto it = table.find(name);
   if (it == table.end()) return absl::InvalidArgumentError(absl::StrCat("model file lacks tensor ", name));
   const Json& t = *it;
@@ -86,7 +130,13 @@ absl::StatusOr<RowMatrix<T>> ReadMatrix(const Json& table, const std::string& na
       !t["offset"].is_number_unsigned()) {
     return absl::InvalidArgumentError(absl::StrCat("model file: bad entry for tensor ", name));
   }
-  std::vector<int64_t> shape = t["shape"].get<std::vector<int64_t>>();
+  std::vector<int64_t> shape;
+  for (const Json& dim : t["shape"]) {
+    if (!dim.is_number_integer()) {
+      return absl::InvalidArgumentError(absl::StrCat("model file: tensor ", name, " has a non-integer shape"));
+    }
+    shape.push_back(dim.get<int64_t>());
+  }
   if (shape.size() == 1) shape.push_back(1);
   if (shape.size() != 2 || shape[0] < 0 || shape[1] < 0 || (rows >= 0 && shape[0] != rows) ||
       (cols >= 0 && shape[1] != cols)) {
@@ -104,6 +154,12 @@ absl::StatusOr<RowMatrix<T>> ReadMatrix(const Json& table, const std::string& na
   if (count > capacity || offset > data.size() - count * sizeof(T)) {
     return absl::DataLossError(absl::StrCat("model file: tensor ", name, " lies outside the data"));
   }
+  if (count * sizeof(T) > *budget) {
+    return absl::DataLossError(
+        absl::StrCat("model file: tensor ", name, " would share data bytes with other tensors: "
+                     "together they need more than the file's data"));
+  }
+  *budget -= count * sizeof(T);
   RowMatrix<T> m(shape[0], shape[1]);
   if (count > 0) std::memcpy(m.data(), data.data() + offset, count * sizeof(T));
   if (!m.allFinite()) {
@@ -116,18 +172,22 @@ template <typename T>
 absl::StatusOr<std::shared_ptr<const ModelParams<T>>> ParamsFromJson(const Json& h,
                                                                     std::string_view data) {
   auto p = std::make_shared<ModelParams<T>>();
-  p->input_dim = h.at("input_dim").get<int64_t>();
-  p->num_classes = h.at("num_classes").get<int>();
+  int64_t input_dim = 0;
+  constexpr char kFile[] = "model file: ";
+  DRFM_RETURN_IF_ERROR(ReadNumber(h, kFile, "input_dim", &input_dim, /*required=*/true));
+  p->input_dim = input_dim;
+  DRFM_RETURN_IF_ERROR(ReadNumber(h, kFile, "num_classes", &p->num_classes, /*required=*/true));
   p->standardize = h.at("standardize").get<bool>();
-  p->bandwidth = h.at("bandwidth").get<double>();
+  DRFM_RETURN_IF_ERROR(ReadNumber(h, kFile, "bandwidth", &p->bandwidth, /*required=*/true));
+  uint64_t budget = data.size();
   p->kernel = h.at("kernel").get<std::string>() == "gaussian" ? KernelType::kGaussian : KernelType::kLaplace;
   if (p->input_dim < 1 || p->num_classes < 2 || !(p->bandwidth > 0)) {
     return absl::InvalidArgumentError("model file: header has invalid dimensions");
   }
   const Json& table = h.at("tensors");
   if (p->standardize) {
-    DRFM_ASSIGN_OR_RETURN(RowMatrix<T> mean, ReadMatrix<T>(table, "input.mean", data, p->input_dim, 1));
-    DRFM_ASSIGN_OR_RETURN(RowMatrix<T> std, ReadMatrix<T>(table, "input.std", data, p->input_dim, 1));
+    DRFM_ASSIGN_OR_RETURN(RowMatrix<T> mean, ReadMatrix<T>(table, "input.mean", data, p->input_dim, 1, &budget));
+    DRFM_ASSIGN_OR_RETURN(RowMatrix<T> std, ReadMatrix<T>(table, "input.std", data, p->input_dim, 1, &budget));
     p->mean = Eigen::Map<Vector<T>>(mean.data(), mean.size());
     p->std = Eigen::Map<Vector<T>>(std.data(), std.size());
   }
@@ -138,23 +198,29 @@ absl::StatusOr<std::shared_ptr<const ModelParams<T>>> ParamsFromJson(const Json&
     const std::string prefix = absl::StrCat("layers.", i, ".");
     layer.map.type = layers[i].at("feature_map").get<std::string>() == "cosine" ? FeatureMapType::kCosine
                                                                                : FeatureMapType::kRelu;
-    DRFM_ASSIGN_OR_RETURN(layer.projection, ReadMatrix<T>(table, prefix + "projection", data, d, d));
-    DRFM_ASSIGN_OR_RETURN(layer.map.weights, ReadMatrix<T>(table, prefix + "weights", data, -1, d));
+    DRFM_ASSIGN_OR_RETURN(layer.projection, ReadMatrix<T>(table, prefix + "projection", data, d, d, &budget));
+    DRFM_ASSIGN_OR_RETURN(layer.map.weights, ReadMatrix<T>(table, prefix + "weights", data, -1, d, &budget));
     const int64_t width = layer.map.weights.rows();
     // A fit never makes an empty layer, and one would leave the later shapes unbounded by the data.
     if (width < 1) {
       return absl::InvalidArgumentError(absl::StrCat("model file: layer ", i, " has no features"));
     }
     if (layer.map.type == FeatureMapType::kCosine) {
-      DRFM_ASSIGN_OR_RETURN(RowMatrix<T> bias, ReadMatrix<T>(table, prefix + "bias", data, width, 1));
+      DRFM_ASSIGN_OR_RETURN(RowMatrix<T> bias, ReadMatrix<T>(table, prefix + "bias", data, width, 1, &budget));
       layer.map.bias = Eigen::Map<Vector<T>>(bias.data(), bias.size());
     }
     p->layers.push_back(std::move(layer));
     d = width;
   }
-  DRFM_ASSIGN_OR_RETURN(p->readout_x, ReadMatrix<T>(table, "readout.x", data, -1, d));
+  DRFM_ASSIGN_OR_RETURN(p->readout_x, ReadMatrix<T>(table, "readout.x", data, -1, d, &budget));
+  // A fit always has training rows; without them num_classes would be bounded by nothing, and a
+  // prediction would allocate rows x num_classes scores for any claimed class count.
+  if (p->readout_x.rows() < 1) {
+    return absl::InvalidArgumentError("model file: the readout has no training rows");
+  }
   DRFM_ASSIGN_OR_RETURN(p->readout_alpha,
-                        ReadMatrix<T>(table, "readout.alpha", data, p->readout_x.rows(), p->num_classes));
+                        ReadMatrix<T>(table, "readout.alpha", data, p->readout_x.rows(),
+                                      p->num_classes, &budget));
   p->readout_x_sq = RowSquaredNorms<T>(p->readout_x);
   return std::shared_ptr<const ModelParams<T>>(std::move(p));
 }
@@ -266,17 +332,17 @@ absl::Status ReadEnum(const Json& j, const char* key, std::initializer_list<cons
 absl::StatusOr<FitConfig> ConfigFromJsonValue(const Json& j) {
   if (!j.is_object()) return absl::InvalidArgumentError("config is not a JSON object");
   FitConfig c;
-  c.layers = j.value("layers", c.layers);
-  c.bandwidth = j.value("bandwidth", c.bandwidth);
-  c.ridge = j.value("ridge", c.ridge);
-  c.rfm_iterations = j.value("rfm_iterations", c.rfm_iterations);
-  c.width = j.value("width", c.width);
-  c.rff_scale = j.value("rff_scale", c.rff_scale);
-  c.agop_power = j.value("agop_power", c.agop_power);
-  c.agop_samples = j.value("agop_samples", c.agop_samples);
+  DRFM_RETURN_IF_ERROR(ReadNumber(j, "config.", "layers", &c.layers));
+  DRFM_RETURN_IF_ERROR(ReadNumber(j, "config.", "bandwidth", &c.bandwidth));
+  DRFM_RETURN_IF_ERROR(ReadNumber(j, "config.", "ridge", &c.ridge));
+  DRFM_RETURN_IF_ERROR(ReadNumber(j, "config.", "rfm_iterations", &c.rfm_iterations));
+  DRFM_RETURN_IF_ERROR(ReadNumber(j, "config.", "width", &c.width));
+  DRFM_RETURN_IF_ERROR(ReadNumber(j, "config.", "rff_scale", &c.rff_scale));
+  DRFM_RETURN_IF_ERROR(ReadNumber(j, "config.", "agop_power", &c.agop_power));
+  DRFM_RETURN_IF_ERROR(ReadNumber(j, "config.", "agop_samples", &c.agop_samples));
   c.standardize = j.value("standardize", c.standardize);
-  c.seed = j.value("seed", c.seed);
-  c.top_eigenvalues = j.value("top_eigenvalues", c.top_eigenvalues);
+  DRFM_RETURN_IF_ERROR(ReadNumber(j, "config.", "seed", &c.seed));
+  DRFM_RETURN_IF_ERROR(ReadNumber(j, "config.", "top_eigenvalues", &c.top_eigenvalues));
   // The enums' declaration order in config.h.
   DRFM_RETURN_IF_ERROR(ReadEnum(j, "kernel", {"laplace", "gaussian"}, &c.kernel));
   DRFM_RETURN_IF_ERROR(ReadEnum(j, "feature_map", {"relu", "cosine"}, &c.feature_map));

@@ -117,13 +117,15 @@ grpc::Status DatasetServiceImpl::UploadDataset(grpc::ServerContext* context,
         (*upload)->feature_bytes(), feature_bytes, labels.size(), label_bytes)));
   }
   int32_t max_label = -1;
+  // Without num_classes the labels imply it (max + 1), within the same bound as a given one (and
+  // max + 1 cannot overflow).
+  const int32_t class_limit = header.has_num_classes() ? header.num_classes() : (1 << 20);
   for (int64_t i = 0; i < header.rows(); ++i) {
     int32_t y;
     std::memcpy(&y, labels.data() + 4 * i, 4);
-    if (y < 0 || (header.has_num_classes() && y >= header.num_classes())) {
+    if (y < 0 || y >= class_limit) {
       return ToGrpcStatus(absl::InvalidArgumentError(absl::StrFormat(
-          "label of row %d is %d: labels must be in [0, %d)", i, y,
-          header.has_num_classes() ? header.num_classes() : INT32_MAX)));
+          "label of row %d is %d: labels must be in [0, %d)", i, y, class_limit)));
     }
     max_label = std::max(max_label, y);
   }
