@@ -105,6 +105,14 @@ int main(int argc, char** argv) {
   std::printf("%-9s %9.3f %10.2f %9.1f %7.0f%%   (wall clock of FitDeepRfm)\n", "fit", result->seconds,
               result->flops / 1e9, result->flops / result->seconds / 1e9, 100 * result->flops / result->seconds / gemm);
   const double nn = static_cast<double>(train->rows()) * train->rows() * (precision == "float64" ? 8 : 4);
+  std::printf("\nkernel phase by layer:");
+  for (const auto& r : result->reports) {
+    std::printf(" %s%d %.3f s (%.0f%%)", r.readout ? "readout " : "", r.layer,
+                r.phase_seconds[static_cast<int>(Phase::kKernel)],
+                100 * r.phase_flops[static_cast<int>(Phase::kKernel)] /
+                    r.phase_seconds[static_cast<int>(Phase::kKernel)] / gemm);
+  }
+  std::printf("\n");
   std::printf("\nAGOP form: %s\n", result->reports[0].agop_gram_form ? "gram" : "direct");
   std::printf("peak memory: %.3f GB = %.2f x the n x n matrix (%.3f GB); estimate %.3f GB (%.2f x measured)\n",
               peak / 1e9, peak / nn, nn / 1e9, estimate.ok() ? estimate->peak_bytes / 1e9 : 0,
