@@ -97,7 +97,10 @@ std::string FormatBytes(double bytes) {
     bytes /= 1024;
     ++unit;
   }
-  return absl::StrFormat(unit >= 2 ? "%.2f %s" : "%.1f %s", bytes, kUnits[unit]);
+  // Two calls, not one with a ?: format: absl::StrFormat needs a constant format string (clang
+  // checks it at compile time and rejects the conditional).
+  return unit >= 2 ? absl::StrFormat("%.2f %s", bytes, kUnits[unit])
+                   : absl::StrFormat("%.1f %s", bytes, kUnits[unit]);
 }
 
 std::string HumanDuration(absl::Duration duration) {

@@ -28,6 +28,10 @@ if [ "$profile" = all ]; then
     dataset-fashion-mnist
     python3 python3-grpcio python3-protobuf python3-numpy
     prometheus
+    # The ThreadSanitizer run (scripts/sanitize.sh tsan) builds with clang (its TSan runtime is in
+    # libclang-rt-14-dev, llvm-symbolizer in llvm-14) and LLVM's OpenMP runtime, whose libarcher
+    # tells TSan about OpenMP synchronization. GCC's ASan/UBSan runtimes come with g++.
+    clang libclang-rt-14-dev llvm-14 libomp-dev
   )
   # Node.js and npm run the offline Kubernetes manifest validation (deploy/k8s/validate.sh); a
   # machine that already has a Node.js keeps it.

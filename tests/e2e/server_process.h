@@ -259,7 +259,11 @@ class ServerProcess {
       if (fd < 0) _exit(127);
       dup2(fd, STDOUT_FILENO);
       dup2(fd, STDERR_FILENO);
-      if (launch.mount_namespace_fd >= 0 && setns(launch.mount_namespace_fd, CLONE_NEWNS) != 0) {
+      // setns(CLONE_NEWNS) needs a file system context (cwd, root) this thread does not share;
+      // unshare(CLONE_FS) first, since under ThreadSanitizer the forked child already runs the
+      // sanitizer's background thread (CLONE_FS), which makes setns fail with EINVAL.
+      if (launch.mount_namespace_fd >= 0 &&
+          (unshare(CLONE_FS) != 0 || setns(launch.mount_namespace_fd, CLONE_NEWNS) != 0)) {
         _exit(126);
       }
       if (launch.file_size_limit != RLIM_INFINITY) {
