@@ -876,7 +876,9 @@ TEST_F(CrashTest, SigkillAtAnyPointLosesNoAcknowledgedWriteAndLeavesNothingHalfW
         [](const v1::Job& j) {
           return j.state() == v1::Job::RUNNING && j.last_event_sequence() >= 3;
         },
-        absl::Seconds(30)));
+        // Generous: under AddressSanitizer (scripts/sanitize.sh), next to another test, the
+        // queue ahead of these fits took longer than 30 s.
+        absl::Seconds(120)));
     absl::StatusOr<int> exit_code = server_->Terminate(absl::Seconds(30));
     ASSERT_TRUE(exit_code.ok()) << exit_code.status() << "\n" << server_->LogTail();
     EXPECT_EQ(*exit_code, 0) << server_->LogTail();

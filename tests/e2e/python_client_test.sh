@@ -45,7 +45,10 @@ fail() {
   exit 1
 }
 
-# The server on port 0: it prints the port it bound (no race for a "free" port).
+# The server on port 0: it prints the port it bound (no race for a "free" port). The log exists
+# before the loop reads it: the background job opens it only once it has been scheduled (under a
+# sanitizer that can be after the first read, and a failing sed ends the script).
+: >"$tmp/server.log"
 "$server_bin" --listen 127.0.0.1:0 --metrics-listen "" --data-dir "$tmp/data" \
   --threads-per-fit 1 --drain-seconds 10 >"$tmp/server.log" 2>&1 &
 server_pid=$!
