@@ -7,6 +7,7 @@
 #include <iterator>
 #include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -547,6 +548,17 @@ absl::Status JobManager::RecoverJobs() {
   DRFM_ASSIGN_OR_RETURN(const std::vector<v1::Job> interrupted,
                         ListAllJobs(store_, v1::Job::RUNNING));
   const absl::Time now = absl::Now();
+  // Jobs this recovery brings to an end, for the listener (the metrics count them like any other).
+  struct Finished {
+    v1::Job::Kind kind;
+    v1::Job::State state;
+    double total_seconds;
+    double run_seconds;
+  };
+  std::vector<Finished> finished;
+  const auto seconds_since = [now](const google::protobuf::Timestamp& t) {
+    return absl::ToDoubleSeconds(now - FromProtoTime(t));
+  };
   for (const v1::Job& found : interrupted) {
     v1::Job job = found;
     v1::JobEvent event;
@@ -576,8 +588,20 @@ absl::Status JobManager::RecoverJobs() {
           "from the beginning (layer 1, or epoch 0 of an MLP)");
     }
     DRFM_RETURN_IF_ERROR(store_->UpdateJob(job, {event}).status());
+    if (job.state() != v1::Job::QUEUED) {
+      // Its run ended with the crash, at a time nobody recorded: counted up to now.
+      finished.push_back({job.kind(), job.state(), seconds_since(job.create_time()),
+                          seconds_since(job.start_time())});
+    }
   }
   DRFM_ASSIGN_OR_RETURN(const std::vector<v1::Job> queued, ListAllJobs(store_, v1::Job::QUEUED));
+  // Reported once the lock is released, as everywhere else.
+  absl::Cleanup report_finished = [this, &finished] {
+    if (options_.listener == nullptr) return;
+    for (const Finished& f : finished) {
+      options_.listener->OnFinished(f.kind, f.state, f.total_seconds, f.run_seconds);
+    }
+  };
   absl::MutexLock lock(&mu_);
   for (const v1::Job& job : queued) {
     // Cancelled as a worker took it, before it was recorded RUNNING.
@@ -590,6 +614,7 @@ absl::Status JobManager::RecoverJobs() {
       v1::JobEvent event = StateChangeEvent(v1::Job::CANCELLED, v1::Job::QUEUED, now);
       event.mutable_state_change()->set_error(cancelled.error());
       DRFM_RETURN_IF_ERROR(store_->UpdateJob(cancelled, {event}).status());
+      finished.push_back({job.kind(), v1::Job::CANCELLED, seconds_since(job.create_time()), 0});
       continue;
     }
     auto record = std::make_shared<JobRecord>(job);

@@ -636,6 +636,62 @@ TEST_F(JobManagerTest, AJobLeftRunningByACrashIsRequeuedWithItsReportsClearedAnd
   EXPECT_TRUE(IsStateChange(events.back(), v1::Job::SUCCEEDED));
 }
 
+TEST_F(JobManagerTest, TheJobsARestartEndsAreCountedByTheListener) {
+  // As a crash leaves them: a RUNNING job whose model was stored, a RUNNING job and a QUEUED job
+  // whose cancel was acknowledged, and a RUNNING job with neither (it runs again).
+  const auto create = [&](v1::Job::State state) {
+    v1::Job job;
+    job.set_kind(v1::Job::DEEP_RFM);
+    job.set_state(v1::Job::QUEUED);
+    core::FitConfig config;
+    config.layers = 1;
+    config.width = 32;
+    *job.mutable_config() = FitConfigToProto(config);
+    job.mutable_train()->set_dataset(kSmallTrain);
+    job.set_layers_total(2);
+    v1::JobEvent queued;
+    queued.mutable_state_change()->set_state(v1::Job::QUEUED);
+    absl::StatusOr<CreateJobResult> created = store_->CreateJob(job, v1::SubmitFitRequest(), {queued});
+    EXPECT_TRUE(created.ok()) << created.status();
+    job = created->job;
+    if (state == v1::Job::RUNNING) {
+      job.set_state(v1::Job::RUNNING);
+      *job.mutable_start_time() = ToProtoTime(absl::Now());
+      v1::JobEvent running;
+      running.mutable_state_change()->set_state(v1::Job::RUNNING);
+      running.mutable_state_change()->set_previous_state(v1::Job::QUEUED);
+      EXPECT_TRUE(store_->UpdateJob(job, {running}).ok());
+    }
+    return job.id();
+  };
+  const std::string stored = create(v1::Job::RUNNING);
+  v1::Model model;
+  model.set_name("recovered");
+  model.set_kind(v1::Model::DEEP_RFM);
+  model.set_job_id(stored);
+  ASSERT_TRUE(store_->PutModel(model, "blob").ok());
+  const std::string running_cancelled = create(v1::Job::RUNNING);
+  ASSERT_TRUE(store_->MarkCancelRequested(running_cancelled).ok());
+  const std::string queued_cancelled = create(v1::Job::QUEUED);
+  ASSERT_TRUE(store_->MarkCancelRequested(queued_cancelled).ok());
+  const std::string requeued = create(v1::Job::RUNNING);
+
+  CountingListener listener;
+  JobManagerOptions options = DefaultOptions();
+  options.listener = &listener;
+  StartManager(options);
+  EXPECT_EQ(WaitForEnd(stored).state(), v1::Job::SUCCEEDED);
+  EXPECT_EQ(WaitForEnd(running_cancelled).state(), v1::Job::CANCELLED);
+  EXPECT_EQ(WaitForEnd(queued_cancelled).state(), v1::Job::CANCELLED);
+  EXPECT_EQ(WaitForEnd(requeued).state(), v1::Job::SUCCEEDED);
+  manager_.reset();
+  absl::MutexLock lock(&listener.mu);
+  EXPECT_EQ(listener.finished[v1::Job::SUCCEEDED], 2);
+  EXPECT_EQ(listener.finished[v1::Job::CANCELLED], 2);
+  EXPECT_EQ(listener.submitted, 0);
+  EXPECT_EQ(listener.started, 1);
+}
+
 TEST_F(JobManagerTest, QueuedJobsSurviveARestartInTheirOrder) {
   StartManager();
   const v1::Job blocker = StartBlocker();
