@@ -746,6 +746,26 @@ absl::StatusOr<core::FitShape> JobManager::DescribeFitSlices(const v1::DatasetSl
   return shape;
 }
 
+template <typename Request>
+JobManager::PreparedFit JobManager::QueuedFitJob(v1::Job::Kind kind, const Request& request,
+                                                 bool has_test, v1::FitEstimate estimate,
+                                                 int64_t layers_total) {
+  JobManager::PreparedFit prepared;
+  prepared.estimate = std::move(estimate);
+  v1::Job& job = prepared.job;
+  job.set_kind(kind);
+  job.set_state(v1::Job::QUEUED);
+  *job.mutable_train() = request.train();
+  if (has_test) *job.mutable_test() = request.test();
+  job.set_priority(request.priority());
+  *job.mutable_labels() = request.labels();
+  job.set_request_id(request.request_id());
+  job.set_model_name(request.model_name());
+  job.set_layers_total(layers_total);
+  *job.mutable_estimate() = prepared.estimate;
+  return prepared;
+}
+
 absl::StatusOr<JobManager::PreparedFit> JobManager::PrepareFit(
     const v1::SubmitFitRequest& request) {
   DRFM_RETURN_IF_ERROR(ValidateSubmitFitRequest(request));
@@ -757,20 +777,10 @@ absl::StatusOr<JobManager::PreparedFit> JobManager::PrepareFit(
                         DescribeFitSlices(request.train(), has_test ? &request.test() : nullptr));
   DRFM_ASSIGN_OR_RETURN(const core::FitEstimate estimate, core::EstimateFit(config, shape));
 
-  PreparedFit prepared;
-  prepared.estimate = FitEstimateToProto(estimate, shape, options_.memory_budget_bytes);
-  v1::Job& job = prepared.job;
-  job.set_kind(v1::Job::DEEP_RFM);
-  job.set_state(v1::Job::QUEUED);
-  *job.mutable_config() = FitConfigToProto(config);
-  *job.mutable_train() = request.train();
-  if (has_test) *job.mutable_test() = request.test();
-  job.set_priority(request.priority());
-  *job.mutable_labels() = request.labels();
-  job.set_request_id(request.request_id());
-  job.set_model_name(request.model_name());
-  job.set_layers_total(config.layers + 1);
-  *job.mutable_estimate() = prepared.estimate;
+  PreparedFit prepared = QueuedFitJob(
+      v1::Job::DEEP_RFM, request, has_test,
+      FitEstimateToProto(estimate, shape, options_.memory_budget_bytes), config.layers + 1);
+  *prepared.job.mutable_config() = FitConfigToProto(config);
   return prepared;
 }
 
@@ -785,20 +795,10 @@ absl::StatusOr<JobManager::PreparedFit> JobManager::PrepareMlpFit(
                         DescribeFitSlices(request.train(), has_test ? &request.test() : nullptr));
   DRFM_ASSIGN_OR_RETURN(const core::MlpFitEstimate estimate, core::EstimateMlpFit(config, shape));
 
-  PreparedFit prepared;
-  prepared.estimate = MlpEstimateToProto(estimate, shape, options_.memory_budget_bytes);
-  v1::Job& job = prepared.job;
-  job.set_kind(v1::Job::MLP);
-  job.set_state(v1::Job::QUEUED);
-  *job.mutable_mlp_config() = MlpConfigToProto(config);
-  *job.mutable_train() = request.train();
-  if (has_test) *job.mutable_test() = request.test();
-  job.set_priority(request.priority());
-  *job.mutable_labels() = request.labels();
-  job.set_request_id(request.request_id());
-  job.set_model_name(request.model_name());
-  job.set_layers_total(estimate.measurements);
-  *job.mutable_estimate() = prepared.estimate;
+  PreparedFit prepared = QueuedFitJob(
+      v1::Job::MLP, request, has_test,
+      MlpEstimateToProto(estimate, shape, options_.memory_budget_bytes), estimate.measurements);
+  *prepared.job.mutable_mlp_config() = MlpConfigToProto(config);
   return prepared;
 }
 

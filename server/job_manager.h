@@ -290,6 +290,10 @@ class JobManager {
     v1::Job job;
     v1::FitEstimate estimate;
   };
+  // The QUEUED job of a SubmitFit or SubmitMlpFit request (all but its config), with its estimate.
+  template <typename Request>
+  static PreparedFit QueuedFitJob(v1::Job::Kind kind, const Request& request, bool has_test,
+                                  v1::FitEstimate estimate, int64_t layers_total);
 
   // UNAVAILABLE unless the manager takes new jobs.
   absl::Status CheckAccepting() const;
