@@ -182,6 +182,16 @@ absl::StatusOr<Enum> ParseEnum(std::string_view flag, std::string_view value,
                                                  std::string(value), "\""));
 }
 
+// When the optional flag was given, parses it (see ParseEnum) and passes the value to `set`.
+template <typename Enum, typename Set>
+absl::Status ApplyEnumFlag(std::string_view flag, const std::optional<std::string>& value,
+                           const std::vector<std::pair<std::string, Enum>>& names, Set set) {
+  if (!value) return absl::OkStatus();
+  DRFM_ASSIGN_OR_RETURN(const Enum e, ParseEnum<Enum>(flag, *value, names));
+  set(e);
+  return absl::OkStatus();
+}
+
 // The file name of `path` without directories.
 std::string BaseName(const std::string& path) {
   const size_t slash = path.find_last_of('/');
@@ -1164,7 +1174,10 @@ void AddListFlags(CLI::App* command, ListFlags* flags, std::string_view what) {
 
 }  // namespace
 
-void AddFitFlags(CLI::App* command, FitFlags* f, bool with_watch_options) {
+namespace {
+
+// --train, --test and their limits and offsets (SubmitFlags).
+void AddSliceFlags(CLI::App* command, SubmitFlags* f) {
   command
       ->add_option("--train", f->train,
                    "training dataset: id, name, fashion-mnist:train or synthetic:...")
@@ -1176,6 +1189,38 @@ void AddFitFlags(CLI::App* command, FitFlags* f, bool with_watch_options) {
   command->add_option("--test", f->test, "test dataset (reported test accuracies use it)");
   AddOptional(command, "--test-limit", &f->test_limit, "use the first N test rows (0 = all)", "0");
   AddOptional(command, "--test-offset", &f->test_offset, "skip this many test rows first", "0");
+}
+
+// --model, --priority, --request-id and --label (SubmitFlags).
+void AddBookkeepingFlags(CLI::App* command, SubmitFlags* f) {
+  command->add_option("--model", f->model, "store the model as the next version of NAME")
+      ->default_str("the job id");
+  AddOptional(command, "--priority", &f->priority, "scheduling priority in [-1000, 1000]", "0");
+  command->add_option("--request-id", f->request_id,
+                      "idempotency key: resubmitting it returns the same job");
+  command->add_option("--label", f->labels, "a key=value label for bookkeeping (repeatable)")
+      ->allow_extra_args(false);
+}
+
+// The SubmitFlags fields of a SubmitFitRequest or SubmitMlpFitRequest.
+template <typename Request>
+absl::Status SetSubmission(const SubmitFlags& f, Request* request) {
+  DRFM_ASSIGN_OR_RETURN(std::optional<v1::DatasetSlice> train,
+                        MakeSlice(f.train, f.train_limit, f.train_offset, "--train", true));
+  DRFM_ASSIGN_OR_RETURN(std::optional<v1::DatasetSlice> test,
+                        MakeSlice(f.test, f.test_limit, f.test_offset, "--test", false));
+  *request->mutable_train() = *std::move(train);
+  if (test) *request->mutable_test() = *std::move(test);
+  request->set_model_name(f.model);
+  if (f.priority) request->set_priority(*f.priority);
+  request->set_request_id(f.request_id);
+  return SetLabels(f.labels, request->mutable_labels());
+}
+
+}  // namespace
+
+void AddFitFlags(CLI::App* command, FitFlags* f, bool with_watch_options) {
+  AddSliceFlags(command, f);
   AddOptional(command, "--layers", &f->layers, "feature layers L (the readout is layer L+1)", "3");
   AddOptional(command, "--kernel", &f->kernel, "kernel: laplace|gaussian", "laplace")
       ->check(CLI::IsMember({"laplace", "gaussian"}, CLI::ignore_case));
@@ -1207,13 +1252,7 @@ void AddFitFlags(CLI::App* command, FitFlags* f, bool with_watch_options) {
       ->check(CLI::IsMember({"plus_minus_one", "one_hot"}, CLI::ignore_case));
   AddOptional(command, "--top-eigenvalues", &f->top_eigenvalues,
               "AGOP eigenvalues per layer report", "10");
-  command->add_option("--model", f->model, "store the model as the next version of NAME")
-      ->default_str("the job id");
-  AddOptional(command, "--priority", &f->priority, "scheduling priority in [-1000, 1000]", "0");
-  command->add_option("--request-id", f->request_id,
-                      "idempotency key: resubmitting it returns the same job");
-  command->add_option("--label", f->labels, "a key=value label for bookkeeping (repeatable)")
-      ->allow_extra_args(false);
+  AddBookkeepingFlags(command, f);
   if (with_watch_options) {
     command->add_flag("--detach", f->detach, "submit and exit without watching");
     command->add_option("--plot", f->plot,
@@ -1227,89 +1266,45 @@ void AddFitFlags(CLI::App* command, FitFlags* f, bool with_watch_options) {
 
 absl::StatusOr<v1::SubmitFitRequest> BuildSubmitFitRequest(const FitFlags& f) {
   v1::SubmitFitRequest request;
-  DRFM_ASSIGN_OR_RETURN(std::optional<v1::DatasetSlice> train,
-                        MakeSlice(f.train, f.train_limit, f.train_offset, "--train", true));
-  DRFM_ASSIGN_OR_RETURN(std::optional<v1::DatasetSlice> test,
-                        MakeSlice(f.test, f.test_limit, f.test_offset, "--test", false));
-  *request.mutable_train() = *std::move(train);
-  if (test) *request.mutable_test() = *std::move(test);
+  DRFM_RETURN_IF_ERROR(SetSubmission(f, &request));
   v1::FitConfig* c = request.mutable_config();
   if (f.layers) c->set_layers(*f.layers);
-  if (f.kernel) {
-    DRFM_ASSIGN_OR_RETURN(
-        const v1::FitConfig::Kernel kernel,
-        (ParseEnum<v1::FitConfig::Kernel>(
-            "--kernel", *f.kernel,
-            {{"laplace", v1::FitConfig::LAPLACE}, {"gaussian", v1::FitConfig::GAUSSIAN}})));
-    c->set_kernel(kernel);
-  }
+  using Config = v1::FitConfig;
+  DRFM_RETURN_IF_ERROR(ApplyEnumFlag<Config::Kernel>(
+      "--kernel", f.kernel, {{"laplace", Config::LAPLACE}, {"gaussian", Config::GAUSSIAN}},
+      [c](Config::Kernel v) { c->set_kernel(v); }));
   if (f.bandwidth) c->set_bandwidth(*f.bandwidth);
   if (f.ridge) c->set_ridge(*f.ridge);
   if (f.width) c->set_width(*f.width);
-  if (f.feature_map) {
-    DRFM_ASSIGN_OR_RETURN(const v1::FitConfig::FeatureMap map,
-                          (ParseEnum<v1::FitConfig::FeatureMap>(
-                              "--feature-map", *f.feature_map,
-                              {{"relu", v1::FitConfig::RELU}, {"cosine", v1::FitConfig::COSINE}})));
-    c->set_feature_map(map);
-  }
+  DRFM_RETURN_IF_ERROR(ApplyEnumFlag<Config::FeatureMap>(
+      "--feature-map", f.feature_map, {{"relu", Config::RELU}, {"cosine", Config::COSINE}},
+      [c](Config::FeatureMap v) { c->set_feature_map(v); }));
   if (f.rfm_iterations) c->set_rfm_iterations(*f.rfm_iterations);
-  if (f.precision) {
-    DRFM_ASSIGN_OR_RETURN(
-        const v1::FitConfig::Precision precision,
-        (ParseEnum<v1::FitConfig::Precision>(
-            "--precision", *f.precision,
-            {{"float32", v1::FitConfig::FLOAT32}, {"float64", v1::FitConfig::FLOAT64}})));
-    c->set_precision(precision);
-  }
+  DRFM_RETURN_IF_ERROR(ApplyEnumFlag<Config::Precision>(
+      "--precision", f.precision, {{"float32", Config::FLOAT32}, {"float64", Config::FLOAT64}},
+      [c](Config::Precision v) { c->set_precision(v); }));
   if (f.seed) c->set_seed(*f.seed);
   if (f.agop_samples) c->set_agop_samples(*f.agop_samples);
   if (f.agop_power) c->set_agop_power(*f.agop_power);
-  if (f.agop_normalize) {
-    DRFM_ASSIGN_OR_RETURN(const v1::FitConfig::AgopNormalize normalize,
-                          (ParseEnum<v1::FitConfig::AgopNormalize>(
-                              "--agop-normalize", *f.agop_normalize,
-                              {{"max", v1::FitConfig::MAX}, {"none", v1::FitConfig::NONE}})));
-    c->set_agop_normalize(normalize);
-  }
-  if (f.agop_method) {
-    DRFM_ASSIGN_OR_RETURN(const v1::FitConfig::AgopMethod method,
-                          (ParseEnum<v1::FitConfig::AgopMethod>("--agop-method", *f.agop_method,
-                                                                {{"auto", v1::FitConfig::AUTO},
-                                                                 {"direct", v1::FitConfig::DIRECT},
-                                                                 {"gram", v1::FitConfig::GRAM}})));
-    c->set_agop_method(method);
-  }
+  DRFM_RETURN_IF_ERROR(ApplyEnumFlag<Config::AgopNormalize>(
+      "--agop-normalize", f.agop_normalize, {{"max", Config::MAX}, {"none", Config::NONE}},
+      [c](Config::AgopNormalize v) { c->set_agop_normalize(v); }));
+  DRFM_RETURN_IF_ERROR(ApplyEnumFlag<Config::AgopMethod>(
+      "--agop-method", f.agop_method,
+      {{"auto", Config::AUTO}, {"direct", Config::DIRECT}, {"gram", Config::GRAM}},
+      [c](Config::AgopMethod v) { c->set_agop_method(v); }));
   if (f.rff_scale) c->set_rff_scale(*f.rff_scale);
   if (f.standardize) c->set_standardize(*f.standardize);
-  if (f.label_encoding) {
-    DRFM_ASSIGN_OR_RETURN(
-        const v1::FitConfig::LabelEncoding encoding,
-        (ParseEnum<v1::FitConfig::LabelEncoding>("--label-encoding", *f.label_encoding,
-                                                 {{"plus_minus_one", v1::FitConfig::PLUS_MINUS_ONE},
-                                                  {"one_hot", v1::FitConfig::ONE_HOT}})));
-    c->set_label_encoding(encoding);
-  }
+  DRFM_RETURN_IF_ERROR(ApplyEnumFlag<Config::LabelEncoding>(
+      "--label-encoding", f.label_encoding,
+      {{"plus_minus_one", Config::PLUS_MINUS_ONE}, {"one_hot", Config::ONE_HOT}},
+      [c](Config::LabelEncoding v) { c->set_label_encoding(v); }));
   if (f.top_eigenvalues) c->set_top_eigenvalues(*f.top_eigenvalues);
-  request.set_model_name(f.model);
-  if (f.priority) request.set_priority(*f.priority);
-  request.set_request_id(f.request_id);
-  DRFM_RETURN_IF_ERROR(SetLabels(f.labels, request.mutable_labels()));
   return request;
 }
 
 void AddMlpFlags(CLI::App* command, MlpFlags* f) {
-  command
-      ->add_option("--train", f->train,
-                   "training dataset: id, name, fashion-mnist:train or synthetic:...")
-      ->required();
-  AddOptional(command, "--train-limit", &f->train_limit, "use the first N training rows (0 = all)",
-              "0");
-  AddOptional(command, "--train-offset", &f->train_offset, "skip this many training rows first",
-              "0");
-  command->add_option("--test", f->test, "test dataset (reported test accuracies use it)");
-  AddOptional(command, "--test-limit", &f->test_limit, "use the first N test rows (0 = all)", "0");
-  AddOptional(command, "--test-offset", &f->test_offset, "skip this many test rows first", "0");
+  AddSliceFlags(command, f);
   AddOptional(command, "--depth", &f->depth, "hidden layers L (the output layer is L+1)", "3")
       ->check(CLI::Range(1, 32));
   AddOptional(command, "--width", &f->width, "hidden width k", "512")->check(CLI::Range(1, 16384));
@@ -1342,13 +1337,7 @@ void AddMlpFlags(CLI::App* command, MlpFlags* f) {
           [f](int64_t count) { f->row_normalize = count > 0; },
           "scale every input row to unit norm")
       ->default_str("true");
-  command->add_option("--model", f->model, "store the model as the next version of NAME")
-      ->default_str("the job id");
-  AddOptional(command, "--priority", &f->priority, "scheduling priority in [-1000, 1000]", "0");
-  command->add_option("--request-id", f->request_id,
-                      "idempotency key: resubmitting it returns the same job");
-  command->add_option("--label", f->labels, "a key=value label for bookkeeping (repeatable)")
-      ->allow_extra_args(false);
+  AddBookkeepingFlags(command, f);
   command->add_flag("--detach", f->detach, "submit and exit without watching");
   command->add_option("--plot", f->plot,
                       "when the job ends, write per-layer nc1 (none/right/left) and NFA curves "
@@ -1361,12 +1350,7 @@ void AddMlpFlags(CLI::App* command, MlpFlags* f) {
 
 absl::StatusOr<v1::SubmitMlpFitRequest> BuildSubmitMlpFitRequest(const MlpFlags& f) {
   v1::SubmitMlpFitRequest request;
-  DRFM_ASSIGN_OR_RETURN(std::optional<v1::DatasetSlice> train,
-                        MakeSlice(f.train, f.train_limit, f.train_offset, "--train", true));
-  DRFM_ASSIGN_OR_RETURN(std::optional<v1::DatasetSlice> test,
-                        MakeSlice(f.test, f.test_limit, f.test_offset, "--test", false));
-  *request.mutable_train() = *std::move(train);
-  if (test) *request.mutable_test() = *std::move(test);
+  DRFM_RETURN_IF_ERROR(SetSubmission(f, &request));
   v1::MlpConfig* c = request.mutable_config();
   if (f.depth) c->set_depth(*f.depth);
   if (f.width) c->set_width(*f.width);
@@ -1379,10 +1363,6 @@ absl::StatusOr<v1::SubmitMlpFitRequest> BuildSubmitMlpFitRequest(const MlpFlags&
   if (f.weight_decay) c->set_weight_decay(*f.weight_decay);
   if (f.standardize) c->set_standardize(*f.standardize);
   if (f.row_normalize) c->set_row_normalize(*f.row_normalize);
-  request.set_model_name(f.model);
-  if (f.priority) request.set_priority(*f.priority);
-  request.set_request_id(f.request_id);
-  DRFM_RETURN_IF_ERROR(SetLabels(f.labels, request.mutable_labels()));
   return request;
 }
 

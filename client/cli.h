@@ -31,15 +31,27 @@ inline constexpr int kExitError = 1;
 inline constexpr int kExitUsage = 2;
 inline constexpr int kExitDetached = 130;
 
-// The options of `fit` and `estimate`. Every FitConfig field is optional here as in the proto: a
-// flag that is not given stays unset, and the server applies its default (DEEP_RFM.md).
-struct FitFlags {
+// What `fit` and `mlp` share: the data slices, where the model goes, scheduling, bookkeeping,
+// and (when submitting) how the job is followed.
+struct SubmitFlags {
   std::string train;
   std::optional<int64_t> train_limit;
   std::optional<int64_t> train_offset;
   std::string test;
   std::optional<int64_t> test_limit;
   std::optional<int64_t> test_offset;
+  std::string model;
+  std::optional<int32_t> priority;
+  std::string request_id;
+  std::vector<std::string> labels;  // key=value
+  // not for `estimate`:
+  bool detach = false;
+  std::string plot;
+};
+
+// The options of `fit` and `estimate`. Every FitConfig field is optional here as in the proto: a
+// flag that is not given stays unset, and the server applies its default (DEEP_RFM.md).
+struct FitFlags : SubmitFlags {
   std::optional<int32_t> layers;
   std::optional<std::string> kernel;  // laplace | gaussian
   std::optional<double> bandwidth;
@@ -57,13 +69,6 @@ struct FitFlags {
   std::optional<bool> standardize;
   std::optional<std::string> label_encoding;  // plus_minus_one | one_hot
   std::optional<int32_t> top_eigenvalues;
-  std::string model;
-  std::optional<int32_t> priority;
-  std::string request_id;
-  std::vector<std::string> labels;  // key=value
-  // fit only:
-  bool detach = false;
-  std::string plot;
 };
 
 // Declares the FitFlags options on `command` (`fit` or `estimate`); `with_watch_options` adds
@@ -76,13 +81,7 @@ absl::StatusOr<v1::SubmitFitRequest> BuildSubmitFitRequest(const FitFlags& flags
 
 // The options of `mlp` (DNN.md). As with FitFlags, a MlpConfig flag that is not given stays unset
 // and the server applies its default.
-struct MlpFlags {
-  std::string train;
-  std::optional<int64_t> train_limit;
-  std::optional<int64_t> train_offset;
-  std::string test;
-  std::optional<int64_t> test_limit;
-  std::optional<int64_t> test_offset;
+struct MlpFlags : SubmitFlags {
   std::optional<int32_t> depth;
   std::optional<int32_t> width;
   std::optional<double> init_gain;
@@ -94,12 +93,6 @@ struct MlpFlags {
   std::optional<double> weight_decay;
   std::optional<bool> standardize;
   std::optional<bool> row_normalize;
-  std::string model;
-  std::optional<int32_t> priority;
-  std::string request_id;
-  std::vector<std::string> labels;  // key=value
-  bool detach = false;
-  std::string plot;
 };
 
 // Declares the MlpFlags options on `command`. The ranges MlpConfig documents (depth, width,
