@@ -1,8 +1,10 @@
 #include "server/convert.h"
 
+#include <array>
 #include <cmath>
 #include <random>
 #include <string>
+#include <utility>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
@@ -23,6 +25,55 @@ absl::Status BadEnum(const char* field, int value, const char* allowed) {
   return absl::InvalidArgumentError(absl::StrCat("config.", field, " = ", value,
                                                  " is not a known value; use ", allowed));
 }
+
+// One enum of FitConfig: the proto values and the core values they stand for, both ways. The
+// proto's 0 (..._UNSPECIFIED) keeps the core default; any value not listed is InvalidArgument.
+template <typename Proto, typename Core, size_t N>
+struct EnumMap {
+  const char* field;    // "kernel"
+  const char* allowed;  // for the error: "LAPLACE or GAUSSIAN (unset = LAPLACE)"
+  std::array<std::pair<Proto, Core>, N> pairs;
+
+  absl::Status FromProto(Proto value, Core* out) const {
+    if (value == Proto{}) return absl::OkStatus();
+    for (const auto& [p, c] : pairs) {
+      if (p == value) {
+        *out = c;
+        return absl::OkStatus();
+      }
+    }
+    return BadEnum(field, value, allowed);
+  }
+  Proto ToProto(Core value) const {
+    for (const auto& [p, c] : pairs) {
+      if (c == value) return p;
+    }
+    return Proto{};
+  }
+};
+
+using Fit = v1::FitConfig;
+constexpr EnumMap<Fit::Kernel, core::KernelType, 2> kKernels{
+    "kernel", "LAPLACE or GAUSSIAN (unset = LAPLACE)",
+    {{{Fit::LAPLACE, core::KernelType::kLaplace}, {Fit::GAUSSIAN, core::KernelType::kGaussian}}}};
+constexpr EnumMap<Fit::FeatureMap, core::FeatureMapType, 2> kFeatureMaps{
+    "feature_map", "RELU or COSINE (unset = RELU)",
+    {{{Fit::RELU, core::FeatureMapType::kRelu}, {Fit::COSINE, core::FeatureMapType::kCosine}}}};
+constexpr EnumMap<Fit::AgopNormalize, core::AgopNormalize, 2> kAgopNormalizations{
+    "agop_normalize", "MAX or NONE (unset = MAX)",
+    {{{Fit::MAX, core::AgopNormalize::kMax}, {Fit::NONE, core::AgopNormalize::kNone}}}};
+constexpr EnumMap<Fit::Precision, core::Precision, 2> kPrecisions{
+    "precision", "FLOAT32 or FLOAT64 (unset = FLOAT32)",
+    {{{Fit::FLOAT32, core::Precision::kFloat32}, {Fit::FLOAT64, core::Precision::kFloat64}}}};
+constexpr EnumMap<Fit::LabelEncoding, core::LabelEncoding, 2> kLabelEncodings{
+    "label_encoding", "PLUS_MINUS_ONE or ONE_HOT (unset = PLUS_MINUS_ONE)",
+    {{{Fit::PLUS_MINUS_ONE, core::LabelEncoding::kPlusMinusOne},
+      {Fit::ONE_HOT, core::LabelEncoding::kOneHot}}}};
+constexpr EnumMap<Fit::AgopMethod, core::AgopMethod, 3> kAgopMethods{
+    "agop_method", "AUTO, DIRECT or GRAM (unset = AUTO)",
+    {{{Fit::AUTO, core::AgopMethod::kAuto},
+      {Fit::DIRECT, core::AgopMethod::kDirect},
+      {Fit::GRAM, core::AgopMethod::kGram}}}};
 
 // The checks every submission shares: request_id length, priority range and labels.
 absl::Status ValidateJobFields(const std::string& request_id, int32_t priority,
@@ -108,91 +159,23 @@ absl::StatusOr<core::FitConfig> FitConfigFromProto(const v1::FitConfig& proto,
                                                    uint64_t seed_if_unset) {
   core::FitConfig config;
   if (proto.has_layers()) config.layers = proto.layers();
-  switch (proto.kernel()) {
-    case v1::FitConfig::KERNEL_UNSPECIFIED:
-      break;
-    case v1::FitConfig::LAPLACE:
-      config.kernel = core::KernelType::kLaplace;
-      break;
-    case v1::FitConfig::GAUSSIAN:
-      config.kernel = core::KernelType::kGaussian;
-      break;
-    default:
-      return BadEnum("kernel", proto.kernel(), "LAPLACE or GAUSSIAN (unset = LAPLACE)");
-  }
+  DRFM_RETURN_IF_ERROR(kKernels.FromProto(proto.kernel(), &config.kernel));
   if (proto.has_bandwidth()) config.bandwidth = proto.bandwidth();
   if (proto.has_ridge()) config.ridge = proto.ridge();
   if (proto.has_rfm_iterations()) config.rfm_iterations = proto.rfm_iterations();
-  switch (proto.feature_map()) {
-    case v1::FitConfig::FEATURE_MAP_UNSPECIFIED:
-      break;
-    case v1::FitConfig::RELU:
-      config.feature_map = core::FeatureMapType::kRelu;
-      break;
-    case v1::FitConfig::COSINE:
-      config.feature_map = core::FeatureMapType::kCosine;
-      break;
-    default:
-      return BadEnum("feature_map", proto.feature_map(), "RELU or COSINE (unset = RELU)");
-  }
+  DRFM_RETURN_IF_ERROR(kFeatureMaps.FromProto(proto.feature_map(), &config.feature_map));
   if (proto.has_width()) config.width = proto.width();
   if (proto.has_rff_scale()) config.rff_scale = proto.rff_scale();
   if (proto.has_agop_power()) config.agop_power = proto.agop_power();
   config.agop_samples = proto.agop_samples();
-  switch (proto.agop_normalize()) {
-    case v1::FitConfig::AGOP_NORMALIZE_UNSPECIFIED:
-      break;
-    case v1::FitConfig::MAX:
-      config.agop_normalize = core::AgopNormalize::kMax;
-      break;
-    case v1::FitConfig::NONE:
-      config.agop_normalize = core::AgopNormalize::kNone;
-      break;
-    default:
-      return BadEnum("agop_normalize", proto.agop_normalize(), "MAX or NONE (unset = MAX)");
-  }
-  switch (proto.precision()) {
-    case v1::FitConfig::PRECISION_UNSPECIFIED:
-      break;
-    case v1::FitConfig::FLOAT32:
-      config.precision = core::Precision::kFloat32;
-      break;
-    case v1::FitConfig::FLOAT64:
-      config.precision = core::Precision::kFloat64;
-      break;
-    default:
-      return BadEnum("precision", proto.precision(), "FLOAT32 or FLOAT64 (unset = FLOAT32)");
-  }
+  DRFM_RETURN_IF_ERROR(
+      kAgopNormalizations.FromProto(proto.agop_normalize(), &config.agop_normalize));
+  DRFM_RETURN_IF_ERROR(kPrecisions.FromProto(proto.precision(), &config.precision));
   if (proto.has_standardize()) config.standardize = proto.standardize();
-  switch (proto.label_encoding()) {
-    case v1::FitConfig::LABEL_ENCODING_UNSPECIFIED:
-      break;
-    case v1::FitConfig::PLUS_MINUS_ONE:
-      config.label_encoding = core::LabelEncoding::kPlusMinusOne;
-      break;
-    case v1::FitConfig::ONE_HOT:
-      config.label_encoding = core::LabelEncoding::kOneHot;
-      break;
-    default:
-      return BadEnum("label_encoding", proto.label_encoding(),
-                     "PLUS_MINUS_ONE or ONE_HOT (unset = PLUS_MINUS_ONE)");
-  }
+  DRFM_RETURN_IF_ERROR(
+      kLabelEncodings.FromProto(proto.label_encoding(), &config.label_encoding));
   config.seed = proto.has_seed() ? proto.seed() : seed_if_unset;
-  switch (proto.agop_method()) {
-    case v1::FitConfig::AGOP_METHOD_UNSPECIFIED:
-      break;
-    case v1::FitConfig::AUTO:
-      config.agop_method = core::AgopMethod::kAuto;
-      break;
-    case v1::FitConfig::DIRECT:
-      config.agop_method = core::AgopMethod::kDirect;
-      break;
-    case v1::FitConfig::GRAM:
-      config.agop_method = core::AgopMethod::kGram;
-      break;
-    default:
-      return BadEnum("agop_method", proto.agop_method(), "AUTO, DIRECT or GRAM (unset = AUTO)");
-  }
+  DRFM_RETURN_IF_ERROR(kAgopMethods.FromProto(proto.agop_method(), &config.agop_method));
   if (proto.has_top_eigenvalues()) config.top_eigenvalues = proto.top_eigenvalues();
   DRFM_RETURN_IF_ERROR(config.Validate());
   return config;
@@ -201,38 +184,21 @@ absl::StatusOr<core::FitConfig> FitConfigFromProto(const v1::FitConfig& proto,
 v1::FitConfig FitConfigToProto(const core::FitConfig& config) {
   v1::FitConfig proto;
   proto.set_layers(config.layers);
-  proto.set_kernel(config.kernel == core::KernelType::kLaplace ? v1::FitConfig::LAPLACE
-                                                               : v1::FitConfig::GAUSSIAN);
+  proto.set_kernel(kKernels.ToProto(config.kernel));
   proto.set_bandwidth(config.bandwidth);
   proto.set_ridge(config.ridge);
   proto.set_rfm_iterations(config.rfm_iterations);
-  proto.set_feature_map(config.feature_map == core::FeatureMapType::kRelu ? v1::FitConfig::RELU
-                                                                          : v1::FitConfig::COSINE);
+  proto.set_feature_map(kFeatureMaps.ToProto(config.feature_map));
   proto.set_width(config.width);
   proto.set_rff_scale(config.rff_scale);
   proto.set_agop_power(config.agop_power);
   proto.set_agop_samples(config.agop_samples);
-  proto.set_agop_normalize(config.agop_normalize == core::AgopNormalize::kMax
-                               ? v1::FitConfig::MAX
-                               : v1::FitConfig::NONE);
-  proto.set_precision(config.precision == core::Precision::kFloat32 ? v1::FitConfig::FLOAT32
-                                                                    : v1::FitConfig::FLOAT64);
+  proto.set_agop_normalize(kAgopNormalizations.ToProto(config.agop_normalize));
+  proto.set_precision(kPrecisions.ToProto(config.precision));
   proto.set_standardize(config.standardize);
-  proto.set_label_encoding(config.label_encoding == core::LabelEncoding::kPlusMinusOne
-                               ? v1::FitConfig::PLUS_MINUS_ONE
-                               : v1::FitConfig::ONE_HOT);
+  proto.set_label_encoding(kLabelEncodings.ToProto(config.label_encoding));
   proto.set_seed(config.seed);
-  switch (config.agop_method) {
-    case core::AgopMethod::kAuto:
-      proto.set_agop_method(v1::FitConfig::AUTO);
-      break;
-    case core::AgopMethod::kDirect:
-      proto.set_agop_method(v1::FitConfig::DIRECT);
-      break;
-    case core::AgopMethod::kGram:
-      proto.set_agop_method(v1::FitConfig::GRAM);
-      break;
-  }
+  proto.set_agop_method(kAgopMethods.ToProto(config.agop_method));
   proto.set_top_eigenvalues(config.top_eigenvalues);
   return proto;
 }
