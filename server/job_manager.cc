@@ -1041,6 +1041,32 @@ void JobManager::RunJob(const std::shared_ptr<JobRecord>& record) {
   Finish(record, std::move(outcome));
 }
 
+JobManager::Outcome JobManager::FailedRun(JobRecord& record, const v1::Job& job,
+                                          const absl::Status& status,
+                                          const absl::Status& store_error, std::string_view steps,
+                                          std::string_view what, std::string_view reduce) const {
+  Outcome outcome;
+  if (!store_error.ok()) {
+    outcome.error =
+        absl::StrCat("recording the job's progress failed: ", store_error.message());
+    return outcome;
+  }
+  if (absl::IsCancelled(status) && record.stop_reason() != StopReason::kNone) {
+    if (steps.empty()) return Stopped(record, "while measuring", reduce);
+    int64_t done = 0;
+    {
+      absl::MutexLock lock(&record.mu);
+      done = record.job.layers_done();
+    }
+    return Stopped(record,
+                   absl::StrCat("while running (after ", done, " of ", job.layers_total(), " ",
+                                AsAbsl(steps), ")"),
+                   reduce);
+  }
+  outcome.error = absl::StrCat(AsAbsl(what), " failed: ", status.message());
+  return outcome;
+}
+
 JobManager::Outcome JobManager::Stopped(const JobRecord& record, std::string_view during,
                                         std::string_view reduce) const {
   Outcome stop;
@@ -1122,24 +1148,8 @@ JobManager::Outcome JobManager::RunDeepRfm(const std::shared_ptr<JobRecord>& rec
   absl::StatusOr<core::FitResult> result = core::FitDeepRfm(
       train, test.has_value() ? &*test : nullptr, *config, &observer, fit_options);
   if (!result.ok()) {
-    if (!observer.store_error().ok()) {
-      outcome.error = absl::StrCat("recording the job's progress failed: ",
-                                   observer.store_error().message());
-      return outcome;
-    }
-    if (absl::IsCancelled(result.status()) && record->stop_reason() != StopReason::kNone) {
-      int layers_done = 0;
-      {
-        absl::MutexLock lock(&record->mu);
-        layers_done = record->job.layers_done();
-      }
-      return Stopped(*record,
-                     absl::StrCat("while running (after ", layers_done, " of ",
-                                  job.layers_total(), " layers)"),
+    return FailedRun(*record, job, result.status(), observer.store_error(), "layers", "the fit",
                      kReduce);
-    }
-    outcome.error = absl::StrCat("the fit failed: ", result.status().message());
-    return outcome;
   }
 
   v1::Model model;
@@ -1197,24 +1207,8 @@ JobManager::Outcome JobManager::RunMlp(const std::shared_ptr<JobRecord>& record,
   absl::StatusOr<core::MlpFitResult> result = core::FitMlp(
       train, test.has_value() ? &*test : nullptr, *config, &observer, fit_options);
   if (!result.ok()) {
-    if (!observer.store_error().ok()) {
-      outcome.error = absl::StrCat("recording the job's progress failed: ",
-                                   observer.store_error().message());
-      return outcome;
-    }
-    if (absl::IsCancelled(result.status()) && record->stop_reason() != StopReason::kNone) {
-      int measurements = 0;
-      {
-        absl::MutexLock lock(&record->mu);
-        measurements = record->job.layers_done();
-      }
-      return Stopped(*record,
-                     absl::StrCat("while running (after ", measurements, " of ",
-                                  job.layers_total(), " measurements)"),
-                     kReduce);
-    }
-    outcome.error = absl::StrCat("the MLP fit failed: ", result.status().message());
-    return outcome;
+    return FailedRun(*record, job, result.status(), observer.store_error(), "measurements",
+                     "the MLP fit", kReduce);
   }
   if (JobManagerListener* listener = options_.listener) {
     listener->OnPhaseSeconds(v1::Progress::TRAIN,
@@ -1286,16 +1280,8 @@ JobManager::Outcome JobManager::RunAnalysis(const std::shared_ptr<JobRecord>& re
   absl::StatusOr<core::NetworkReport> report =
       core::AnalyzeMlp(*model, *data, &observer, fit_options);
   if (!report.ok()) {
-    if (!observer.store_error().ok()) {
-      outcome.error = absl::StrCat("recording the job's progress failed: ",
-                                   observer.store_error().message());
-      return outcome;
-    }
-    if (absl::IsCancelled(report.status()) && record->stop_reason() != StopReason::kNone) {
-      return Stopped(*record, "while measuring", kReduce);
-    }
-    outcome.error = absl::StrCat("the analysis failed: ", report.status().message());
-    return outcome;
+    return FailedRun(*record, job, report.status(), observer.store_error(), "", "the analysis",
+                     kReduce);
   }
   if (!observer.PublishReport(*report, absl::Now())) {
     outcome.error = absl::StrCat("recording the job's report failed: ",

@@ -321,6 +321,13 @@ class JobManager {
   // The outcome of a run that stopped because it was asked to (cancel, shutdown, runtime limit,
   // store error); `during` says when ("before it started"), `reduce` what to make smaller when
   // the runtime limit was hit.
+  // The outcome of a run whose fit returned the error `status`: a failure to record its progress
+  // (`store_error`), a stop the manager asked for (see Stopped; `steps` names what
+  // layers_done counts, "layers" or "measurements", or is empty for a single measurement), or
+  // the fit's own error, prefixed by `what` ("the fit").
+  Outcome FailedRun(internal::JobRecord& record, const v1::Job& job, const absl::Status& status,
+                    const absl::Status& store_error, std::string_view steps, std::string_view what,
+                    std::string_view reduce) const;
   Outcome Stopped(const internal::JobRecord& record, std::string_view during,
                   std::string_view reduce) const;
   // When a run that started at job.start_time() passes the runtime limit.
