@@ -460,7 +460,12 @@ int Commands::Fail(const absl::Status& status) {
   if (status.code() == absl::StatusCode::kUnavailable) {
     err_ << "\n(is drfm-server running at " << globals_.server
          << "? choose another with --server HOST:PORT or DRFM_SERVER";
-    if (globals_.tls_ca.empty() && !globals_.tls) err_ << "; a TLS server needs --tls-ca FILE";
+    if (globals_.tls_ca.empty() && !globals_.tls) {
+      err_ << "; a TLS server needs --tls-ca FILE";
+    } else if (globals_.tls_cert.empty()) {
+      // A server that requires client certificates closes the handshake without saying why.
+      err_ << "; a server that requires mutual TLS also needs --tls-cert FILE --tls-key FILE";
+    }
     err_ << ")";
   } else if (status.code() == absl::StatusCode::kUnauthenticated &&
              !absl::StrContains(status.message(), "--token-file")) {

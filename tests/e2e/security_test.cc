@@ -477,6 +477,7 @@ TEST_F(SecurityTest, TlsAndMutualTlsWorkThroughTheCliAndFailClearlyOtherwise) {
   run = Drfm(with(tls, {"jobs", "list"}));
   EXPECT_EQ(run.code, client::kExitError);
   EXPECT_THAT(run.err, HasSubstr("UNAVAILABLE"));
+  EXPECT_THAT(run.err, HasSubstr("--tls-cert FILE --tls-key FILE"));
   run = Drfm(with(tls, {"health"}));
   EXPECT_NE(run.code, 0);
   // A certificate from another CA.
