@@ -4,6 +4,8 @@
 #include <cmath>
 #include <limits>
 
+#include "core/tiles.h"
+
 namespace drfm::core {
 namespace {
 
@@ -45,61 +47,57 @@ void KernelBlock(KernelType kernel, double bandwidth, KernelOutput what, const C
   const T min_dist = static_cast<T>(kMinPairDistance);
   const bool laplace = kernel == KernelType::kLaplace;
   const bool weight = what == KernelOutput::kGradientWeight;
-  // The output is cut into tiles that fit in one core's L2 cache. Each thread takes whole tiles:
-  // a single-threaded GEMM of the tile (Eigen runs sequentially inside a parallel region) and,
-  // while the tile is still in cache, the elementwise pass that turns inner products into kernel
-  // values. That saves the second trip through memory a full-width GEMM followed by an
-  // elementwise pass needs. A tile's values do not depend on which thread computes it, so the
-  // result is the same for any thread count.
-  const Eigen::Index tile_cols = kKernelTileBytes / (kKernelTileRows * static_cast<Eigen::Index>(sizeof(T)));
-  const Eigen::Index row_tiles = (rows + kKernelTileRows - 1) / kKernelTileRows;
-  const Eigen::Index col_tiles = (cols + tile_cols - 1) / tile_cols;
-#pragma omp parallel for schedule(dynamic, 1)
-  for (Eigen::Index t = 0; t < row_tiles * col_tiles; ++t) {
-    const Eigen::Index i0 = (t / col_tiles) * kKernelTileRows;
-    const Eigen::Index j0 = (t % col_tiles) * tile_cols;
-    const Eigen::Index ni = std::min(kKernelTileRows, rows - i0);
-    const Eigen::Index nj = std::min(tile_cols, cols - j0);
-    auto tile = out.block(i0, j0, ni, nj);
-    tile.noalias() = a.middleRows(i0, ni) * b.middleRows(j0, nj).transpose();
-    const auto bj_sq = b_sq.segment(j0, nj).transpose().array();
-    for (Eigen::Index i = 0; i < ni; ++i) {
-      auto r = tile.row(i).array();
-      const T ai = a_sq(i0 + i);
-      r = (ai + bj_sq - T(2) * r).max(T(0));
-      // Near pairs are rare: test the whole row vectorized and walk it only when one is there.
-      if ((r < near * (ai + bj_sq)).any()) {
-        for (Eigen::Index j = 0; j < nj; ++j) {
-          if (r(j) < near * (ai + bj_sq(j))) r(j) = (a.row(i0 + i) - b.row(j0 + j)).squaredNorm();
+  // The output is cut into tiles that fit in one core's L2 cache (core/tiles.h): each is a GEMM
+  // followed, while the tile is still in cache, by the elementwise pass that turns inner products
+  // into kernel values. That saves the second trip through memory a full-width GEMM followed by
+  // an elementwise pass needs.
+  const Eigen::Index tile_cols =
+      kKernelTileBytes / (kKernelTileRows * static_cast<Eigen::Index>(sizeof(T)));
+  ForEachTile(
+      rows, cols, kKernelTileRows, tile_cols,
+      [&](Eigen::Index i0, Eigen::Index ni, Eigen::Index j0, Eigen::Index nj) {
+        auto tile = out.block(i0, j0, ni, nj);
+        tile.noalias() = a.middleRows(i0, ni) * b.middleRows(j0, nj).transpose();
+        const auto bj_sq = b_sq.segment(j0, nj).transpose().array();
+        for (Eigen::Index i = 0; i < ni; ++i) {
+          auto r = tile.row(i).array();
+          const T ai = a_sq(i0 + i);
+          r = (ai + bj_sq - T(2) * r).max(T(0));
+          // Near pairs are rare: test the whole row vectorized and walk it only when one is there.
+          if ((r < near * (ai + bj_sq)).any()) {
+            for (Eigen::Index j = 0; j < nj; ++j) {
+              if (r(j) < near * (ai + bj_sq(j)))
+                r(j) = (a.row(i0 + i) - b.row(j0 + j)).squaredNorm();
+            }
+          }
+          if (laplace) {
+            if (weight) {
+              // w = exp(-d/L) / (L d), 0 for d < 1e-10.
+              auto dist = r.sqrt();
+              r = (dist >= min_dist).select((-dist * inv_bw).exp() / (dist * T(bandwidth)), T(0));
+            } else {
+              r = (-r.sqrt() * inv_bw).exp();
+            }
+          } else {
+            if (weight) {
+              r = (r.sqrt() >= min_dist).select((-r * inv_two_bw2).exp() * inv_bw2, T(0));
+            } else {
+              r = (-r * inv_two_bw2).exp();
+            }
+          }
+          if (self_offset >= 0) {
+            // Column of the same point as row i0 + i, if it falls in this tile.
+            const Eigen::Index j = i0 + i + self_offset - j0;
+            if (j >= 0 && j < nj) r(j) = weight ? T(0) : T(1);
+          }
         }
-      }
-      if (laplace) {
-        if (weight) {
-          // w = exp(-d/L) / (L d), 0 for d < 1e-10.
-          auto dist = r.sqrt();
-          r = (dist >= min_dist).select((-dist * inv_bw).exp() / (dist * T(bandwidth)), T(0));
-        } else {
-          r = (-r.sqrt() * inv_bw).exp();
-        }
-      } else {
-        if (weight) {
-          r = (r.sqrt() >= min_dist).select((-r * inv_two_bw2).exp() * inv_bw2, T(0));
-        } else {
-          r = (-r * inv_two_bw2).exp();
-        }
-      }
-      if (self_offset >= 0) {
-        // Column of the same point as row i0 + i, if it falls in this tile.
-        const Eigen::Index j = i0 + i + self_offset - j0;
-        if (j >= 0 && j < nj) r(j) = weight ? T(0) : T(1);
-      }
-    }
-  }
+      });
 }
 
 template <typename T>
 absl::Status KernelLowerTriangle(KernelType kernel, double bandwidth, const ConstMatrixRef<T>& x,
-                                 const Vector<T>& x_sq, MatrixRef<T> out, const ProgressTick& tick) {
+                                 const Vector<T>& x_sq, MatrixRef<T> out,
+                                 const ProgressTick& tick) {
   const Eigen::Index n = x.rows();
   const double total = 0.5 * static_cast<double>(n) * static_cast<double>(n + 1);
   for (Eigen::Index r0 = 0; r0 < n; r0 += kRowBlock) {

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "core/status.h"
+#include "core/tiles.h"
 
 namespace drfm::core {
 namespace {
@@ -47,28 +48,22 @@ void Replicate(const RowMatrix<T>& w, Eigen::Index rows, RowMatrix<T>* a) {
 }
 
 // The training step's products are cut into tiles of at most kTile x kTile outputs (row blocks
-// of kTile for the weight gradients), each a single-threaded GEMM (Eigen runs sequentially inside
-// a parallel region) spread over the OpenMP threads. Minibatch products (B = 128 rows, k = 512)
+// of kTile for the weight gradients; see core/tiles.h). Minibatch products (B = 128 rows, k = 512)
 // are too small for Eigen's own parallel GEMM to split well; fixed tiles split them without
-// synchronizing inside a product, and a tile's values do not depend on the thread count.
+// synchronizing inside a product.
 constexpr Eigen::Index kTile = 256;
-
-Eigen::Index Tiles(Eigen::Index size) { return (size + kTile - 1) / kTile; }
 
 // out (a.rows() x w.rows()) = a W^T, ReLU'd when `relu`.
 template <typename T>
 void ProductTransposed(const ConstMatrixRef<T>& a, const RowMatrix<T>& w, bool relu,
                        RowMatrix<T>* out) {
   out->resize(a.rows(), w.rows());
-  const Eigen::Index row_tiles = Tiles(a.rows()), col_tiles = Tiles(w.rows());
-#pragma omp parallel for schedule(static)
-  for (Eigen::Index t = 0; t < row_tiles * col_tiles; ++t) {
-    const Eigen::Index r0 = (t / col_tiles) * kTile, c0 = (t % col_tiles) * kTile;
-    const Eigen::Index nr = std::min(kTile, a.rows() - r0), nc = std::min(kTile, w.rows() - c0);
-    auto tile = out->block(r0, c0, nr, nc);
-    tile.noalias() = a.middleRows(r0, nr) * w.middleRows(c0, nc).transpose();
-    if (relu) tile = tile.cwiseMax(T(0));
-  }
+  ForEachTile(a.rows(), w.rows(), kTile, kTile,
+              [&](Eigen::Index r0, Eigen::Index nr, Eigen::Index c0, Eigen::Index nc) {
+                auto tile = out->block(r0, c0, nr, nc);
+                tile.noalias() = a.middleRows(r0, nr) * w.middleRows(c0, nc).transpose();
+                if (relu) tile = tile.cwiseMax(T(0));
+              });
 }
 
 // out (delta.rows() x w.cols()) = (delta W) o 1[h > 0]: backpropagation through W and the ReLU
@@ -77,15 +72,12 @@ template <typename T>
 void ProductMasked(const RowMatrix<T>& delta, const RowMatrix<T>& w, const RowMatrix<T>& h,
                    RowMatrix<T>* out) {
   out->resize(delta.rows(), w.cols());
-  const Eigen::Index row_tiles = Tiles(delta.rows()), col_tiles = Tiles(w.cols());
-#pragma omp parallel for schedule(static)
-  for (Eigen::Index t = 0; t < row_tiles * col_tiles; ++t) {
-    const Eigen::Index r0 = (t / col_tiles) * kTile, c0 = (t % col_tiles) * kTile;
-    const Eigen::Index nr = std::min(kTile, delta.rows() - r0), nc = std::min(kTile, w.cols() - c0);
-    auto tile = out->block(r0, c0, nr, nc);
-    tile.noalias() = delta.middleRows(r0, nr) * w.middleCols(c0, nc);
-    tile.array() *= (h.block(r0, c0, nr, nc).array() > T(0)).template cast<T>();
-  }
+  ForEachTile(delta.rows(), w.cols(), kTile, kTile,
+              [&](Eigen::Index r0, Eigen::Index nr, Eigen::Index c0, Eigen::Index nc) {
+                auto tile = out->block(r0, c0, nr, nc);
+                tile.noalias() = delta.middleRows(r0, nr) * w.middleCols(c0, nc);
+                tile.array() *= (h.block(r0, c0, nr, nc).array() > T(0)).template cast<T>();
+              });
 }
 
 // grad (delta.cols() x input.cols()) = delta^T input in blocks of kTile rows; `on_rows` gets each
@@ -94,13 +86,11 @@ template <typename T>
 void WeightGradient(const RowMatrix<T>& delta, const ConstMatrixRef<T>& input, int layer,
                     const GradientRowsHook& on_rows, RowMatrix<T>* grad) {
   grad->resize(delta.cols(), input.cols());
-  const Eigen::Index blocks = Tiles(delta.cols());
-#pragma omp parallel for schedule(static)
-  for (Eigen::Index t = 0; t < blocks; ++t) {
-    const Eigen::Index r0 = t * kTile, nr = std::min(kTile, delta.cols() - r0);
-    grad->middleRows(r0, nr).noalias() = delta.middleCols(r0, nr).transpose() * input;
-    if (on_rows) on_rows(layer, r0, nr);
-  }
+  ForEachTile(delta.cols(), input.cols(), kTile, input.cols(),
+              [&](Eigen::Index r0, Eigen::Index nr, Eigen::Index, Eigen::Index) {
+                grad->middleRows(r0, nr).noalias() = delta.middleCols(r0, nr).transpose() * input;
+                if (on_rows) on_rows(layer, r0, nr);
+              });
 }
 
 }  // namespace
