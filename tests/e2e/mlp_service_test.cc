@@ -5,11 +5,9 @@
 // bit, and measured by an ANALYSIS job; MLP jobs are cancelled, survive a restart mid-queue, and
 // every bad submission or import file gets its API status code with a precise message while the
 // server stays up. Data are small synthetic datasets so that each test takes seconds.
-#include <arpa/inet.h>
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
 #include <gtest/gtest.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -33,6 +31,7 @@
 #include "drfm/v1/models.grpc.pb.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "server/hash.h"
+#include "tests/e2e/e2e_util.h"
 #include "server/server.h"
 
 namespace drfm::server {
@@ -43,35 +42,8 @@ using google::protobuf::util::MessageDifferencer;
 constexpr char kTrain[] = "synthetic:rows=300,cols=12,classes=3,seed=1";
 constexpr char kTest[] = "synthetic:rows=90,cols=12,classes=3,seed=2";
 
-std::string TempDir(const std::string& name) {
-  static std::atomic<int> counter{0};
-  std::string dir = ::testing::TempDir() + "/drfm_mlp_e2e_" + name + "_" +
-                    std::to_string(getpid()) + "_" + std::to_string(counter++);
-  std::filesystem::remove_all(dir);
-  return dir;
-}
-
-// Plain HTTP GET on 127.0.0.1:port; returns the body ("" on failure).
-std::string HttpGet(int port, const std::string& path) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return "";
-  }
-  const std::string request = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-  (void)!write(fd, request.data(), request.size());
-  std::string response;
-  char buf[65536];
-  ssize_t n;
-  while ((n = read(fd, buf, sizeof(buf))) > 0) response.append(buf, n);
-  close(fd);
-  const size_t body = response.find("\r\n\r\n");
-  return body == std::string::npos ? "" : response.substr(body + 4);
-}
+std::string TempDir(const std::string& name) { return e2e::ScratchPath("drfm_mlp_e2e", name); }
+using e2e::HttpGet;
 
 // /metrics once it contains `needle` (the job engine counts a job just after publishing its
 // terminal state, so a scrape right after a watch ends may be early); the last scrape after 30 s.

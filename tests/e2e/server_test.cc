@@ -2,8 +2,6 @@
 // dir, driven by real gRPC clients; metrics scraped over real HTTP.
 #include "server/server.h"
 
-#include <arpa/inet.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -23,39 +21,13 @@
 #include "drfm/v1/models.grpc.pb.h"
 #include "client/client.h"
 #include "server/hash.h"
+#include "tests/e2e/e2e_util.h"
 
 namespace drfm::server {
 namespace {
 
-std::string TempDir(const std::string& name) {
-  static std::atomic<int> counter{0};
-  std::string dir = ::testing::TempDir() + "/drfm_e2e_" + name + "_" + std::to_string(getpid()) + "_" +
-                    std::to_string(counter++);
-  std::filesystem::remove_all(dir);
-  return dir;
-}
-
-// Plain HTTP GET on 127.0.0.1:port; returns the body ("" on failure).
-std::string HttpGet(int port, const std::string& path) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return "";
-  }
-  const std::string request = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-  (void)!write(fd, request.data(), request.size());
-  std::string response;
-  char buf[65536];
-  ssize_t n;
-  while ((n = read(fd, buf, sizeof(buf))) > 0) response.append(buf, n);
-  close(fd);
-  const size_t body = response.find("\r\n\r\n");
-  return body == std::string::npos ? "" : response.substr(body + 4);
-}
+std::string TempDir(const std::string& name) { return e2e::ScratchPath("drfm_e2e", name); }
+using e2e::HttpGet;
 
 class ServerTest : public ::testing::Test {
  protected:
