@@ -478,6 +478,53 @@ class FakeServer {
   std::unique_ptr<grpc::Server> server_;
 };
 
+// The events of a scripted job: sequences from 1, one second apart, starting with QUEUED and
+// RUNNING; Finish adds the terminal state change (model `model_name` v1 on success unless the
+// name is empty, `error` otherwise) and sets the job's final fields.
+class EventScript {
+ public:
+  EventScript(v1::Job* job, std::vector<v1::JobEvent>* events) : job_(job), events_(events) {
+    v1::JobEvent queued;
+    queued.mutable_state_change()->set_state(v1::Job::QUEUED);
+    Add(queued);
+    v1::JobEvent running;
+    running.mutable_state_change()->set_state(v1::Job::RUNNING);
+    running.mutable_state_change()->set_previous_state(v1::Job::QUEUED);
+    Add(running);
+  }
+
+  void Add(v1::JobEvent event) {
+    event.set_sequence(++sequence_);
+    event.mutable_time()->set_seconds(1700000000 + sequence_);
+    events_->push_back(std::move(event));
+  }
+
+  void Finish(v1::Job::State state, const std::string& model_name, const std::string& error,
+              int64_t layers_done) {
+    v1::JobEvent done;
+    done.mutable_state_change()->set_state(state);
+    done.mutable_state_change()->set_previous_state(v1::Job::RUNNING);
+    if (state != v1::Job::SUCCEEDED) {
+      done.mutable_state_change()->set_error(error);
+      job_->set_error(error);
+    } else if (!model_name.empty()) {
+      v1::ModelRef* model = done.mutable_state_change()->mutable_model();
+      model->set_name(model_name);
+      model->set_version(1);
+      *job_->mutable_model() = *model;
+    }
+    Add(done);
+    job_->set_state(state);
+    job_->set_layers_done(layers_done);
+    job_->set_last_event_sequence(sequence_);
+  }
+
+ private:
+  v1::Job* job_;
+  std::vector<v1::JobEvent>* events_;
+  int64_t sequence_ = 0;
+};
+
 // A Deep RFM job "job1" with `layers` feature layers, and its events: QUEUED, RUNNING, then per
 // layer (and the readout) progress through the phases and a LayerReport, then SUCCEEDED (or
 // `final_state` with an error). Sequences from 1.
@@ -489,19 +536,8 @@ inline void MakeScriptedJob(int layers, v1::Job::State final_state, v1::Job* job
   job->mutable_config()->set_layers(layers);
   job->mutable_train()->set_dataset("fashion-mnist:train");
   job->mutable_train()->set_limit(100);
-  int64_t sequence = 0;
-  auto add = [&](v1::JobEvent event) {
-    event.set_sequence(++sequence);
-    event.mutable_time()->set_seconds(1700000000 + sequence);
-    events->push_back(event);
-  };
-  v1::JobEvent queued;
-  queued.mutable_state_change()->set_state(v1::Job::QUEUED);
-  add(queued);
-  v1::JobEvent running;
-  running.mutable_state_change()->set_state(v1::Job::RUNNING);
-  running.mutable_state_change()->set_previous_state(v1::Job::QUEUED);
-  add(running);
+  EventScript script(job, events);
+  auto add = [&](const v1::JobEvent& event) { script.Add(event); };
   for (int layer = 1; layer <= layers + 1; ++layer) {
     const bool readout = layer == layers + 1;
     for (v1::Progress::Phase phase :
@@ -532,22 +568,7 @@ inline void MakeScriptedJob(int layers, v1::Job::State final_state, v1::Job* job
     *job->add_reports() = *r;
     add(report);
   }
-  v1::JobEvent done;
-  done.mutable_state_change()->set_state(final_state);
-  done.mutable_state_change()->set_previous_state(v1::Job::RUNNING);
-  if (final_state == v1::Job::SUCCEEDED) {
-    done.mutable_state_change()->mutable_model()->set_name("m");
-    done.mutable_state_change()->mutable_model()->set_version(1);
-    job->mutable_model()->set_name("m");
-    job->mutable_model()->set_version(1);
-  } else {
-    done.mutable_state_change()->set_error("the kernel solve diverged; raise --ridge");
-    job->set_error("the kernel solve diverged; raise --ridge");
-  }
-  add(done);
-  job->set_state(final_state);
-  job->set_layers_done(layers + 1);
-  job->set_last_event_sequence(sequence);
+  script.Finish(final_state, "m", "the kernel solve diverged; raise --ridge", layers + 1);
 }
 
 // One measurement of an MLP with `depth` hidden layers: nc1 of none falls with the layer and
@@ -600,19 +621,8 @@ inline void MakeScriptedNetworkJob(int depth, int measurements, bool analysis,
     job->mutable_train()->set_limit(300);
     job->mutable_test()->set_dataset("fashion-mnist:test");
   }
-  int64_t sequence = 0;
-  auto add = [&](v1::JobEvent event) {
-    event.set_sequence(++sequence);
-    event.mutable_time()->set_seconds(1700000000 + sequence);
-    events->push_back(event);
-  };
-  v1::JobEvent queued;
-  queued.mutable_state_change()->set_state(v1::Job::QUEUED);
-  add(queued);
-  v1::JobEvent running;
-  running.mutable_state_change()->set_state(v1::Job::RUNNING);
-  running.mutable_state_change()->set_previous_state(v1::Job::QUEUED);
-  add(running);
+  EventScript script(job, events);
+  auto add = [&](const v1::JobEvent& event) { script.Add(event); };
   for (int m = 0; m < measurements; ++m) {
     const int epoch = analysis ? 0 : 10 * m;
     if (m > 0) {
@@ -637,24 +647,8 @@ inline void MakeScriptedNetworkJob(int depth, int measurements, bool analysis,
     *job->add_network_reports() = report.network_report();
     add(report);
   }
-  v1::JobEvent done;
-  done.mutable_state_change()->set_state(final_state);
-  done.mutable_state_change()->set_previous_state(v1::Job::RUNNING);
-  if (final_state == v1::Job::SUCCEEDED) {
-    if (!analysis) {
-      done.mutable_state_change()->mutable_model()->set_name("net");
-      done.mutable_state_change()->mutable_model()->set_version(1);
-      job->mutable_model()->set_name("net");
-      job->mutable_model()->set_version(1);
-    }
-  } else {
-    done.mutable_state_change()->set_error("training diverged (loss is NaN); lower --lr");
-    job->set_error("training diverged (loss is NaN); lower --lr");
-  }
-  add(done);
-  job->set_state(final_state);
-  job->set_layers_done(measurements);
-  job->set_last_event_sequence(sequence);
+  script.Finish(final_state, analysis ? "" : "net", "training diverged (loss is NaN); lower --lr",
+                measurements);
 }
 
 }  // namespace drfm::client::testing
