@@ -47,9 +47,9 @@ for tool in clang clang++; do
 done
 
 build=build-fuzz
-# -O1 -g with assertions on: Eigen's and our own checks stay active while fuzzing.
+# -O1 -g1 (line tables) with assertions on: Eigen's and our own checks stay active while fuzzing.
 CC=clang CXX=clang++ cmake -S . -B "$build" -G Ninja -DDRFM_FUZZ=ON -DDRFM_BUILD_TESTS=OFF \
-  -DDRFM_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" \
+  -DDRFM_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" \
   ${CMAKE_CXX_COMPILER_LAUNCHER:+-DCMAKE_CXX_COMPILER_LAUNCHER=$CMAKE_CXX_COMPILER_LAUNCHER} >/dev/null
 ninja -C "$build" -j "$jobs" "${targets[@]}"
 [ "$build_only" = 0 ] || exit 0

@@ -43,7 +43,8 @@ fi
 
 configure() {  # configure BUILD_DIR CMAKE_ARGS...
   local dir=$1; shift
-  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDRFM_BUILD_TESTS=ON \
+  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -g1 -DNDEBUG" -DDRFM_BUILD_TESTS=ON \
     -DDRFM_BUILD_BENCH=OFF "${launcher[@]}" "$@" >"$dir/configure.log" 2>&1 \
     || { cat "$dir/configure.log"; return 1; }
 }
