@@ -36,7 +36,7 @@ while [ $# -gt 0 ]; do
 done
 case "$seconds" in ''|*[!0-9]*) echo "fuzz.sh: --seconds must be a whole number" >&2; exit 2 ;; esac
 
-all=(npy_fuzz idx_fuzz csv_fuzz model_fuzz safetensors_fuzz upload_fuzz request_fuzz)
+all=(npy_fuzz idx_fuzz csv_fuzz model_fuzz safetensors_fuzz upload_fuzz import_fuzz request_fuzz)
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 for t in "${targets[@]}"; do
   case " ${all[*]} " in *" $t "*) ;; *) echo "fuzz.sh: unknown target '$t' (known: ${all[*]})" >&2; exit 2 ;; esac
