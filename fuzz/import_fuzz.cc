@@ -10,7 +10,6 @@
 // construction succeeds; failures are INVALID_ARGUMENT or DATA_LOSS and store nothing; an
 // accepted model is listed, exports to a file that imports again, and is the file's MLP.
 #include <fuzzer/FuzzedDataProvider.h>
-#include <grpcpp/create_channel.h>
 #include <grpcpp/grpcpp.h>
 
 #include <cstddef>
@@ -21,8 +20,8 @@
 
 #include "core/mlp_model.h"
 #include "drfm/v1/models.grpc.pb.h"
+#include "fuzz/fuzz_server.h"
 #include "fuzz/fuzz_util.h"
-#include "google/protobuf/stubs/logging.h"
 #include "server/hash.h"
 #include "server/model_registry.h"
 #include "server/model_service.h"
@@ -188,25 +187,13 @@ Import MakeImport(FuzzedDataProvider& p) {
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   env = new Env;
-  google::protobuf::SetLogHandler(nullptr);
-  drfm::server::SqliteStoreOptions options;
-  options.data_dir = drfm::fuzz::MakeTempDir("drfm-import-fuzz-");
-  absl::StatusOr<std::unique_ptr<SqliteStore>> store = SqliteStore::Open(options);
-  FUZZ_CHECK(store.ok());
-  env->store = *std::move(store);
+  env->store = drfm::fuzz::OpenTempStore("drfm-import-fuzz-");
   drfm::server::ModelRegistryOptions registry_options;
   registry_options.max_import_bytes = kMaxImportBytes;
   env->registry = std::make_unique<ModelRegistry>(env->store.get(), registry_options);
   env->service = std::make_unique<ModelServiceImpl>(env->store.get(), env->registry.get(), nullptr);
-  // A loopback port, not an in-process channel: see upload_fuzz.cc.
-  grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(env->service.get());
-  env->server = builder.BuildAndStart();
-  FUZZ_CHECK(env->server != nullptr && port > 0);
-  env->stub = v1::ModelService::NewStub(
-      grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
+  env->stub =
+      v1::ModelService::NewStub(drfm::fuzz::ServeOnLoopback(env->service.get(), &env->server));
   return 0;
 }
 
@@ -216,13 +203,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   grpc::ClientContext context;
   v1::Model response;
-  std::unique_ptr<grpc::ClientWriter<v1::ImportModelRequest>> writer =
-      env->stub->ImportModel(&context, &response);
-  for (const v1::ImportModelRequest& m : import.messages) {
-    if (!writer->Write(m)) break;  // the server has already answered
-  }
-  writer->WritesDone();
-  const grpc::Status status = writer->Finish();
+  const grpc::Status status =
+      drfm::fuzz::SendAll(*env->stub->ImportModel(&context, &response), import.messages);
 
   const auto listed = env->store->ListModels("", 10, "");
   FUZZ_CHECK(listed.ok());
@@ -242,7 +224,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const auto exported = env->registry->Export(response.name(), response.version());
   FUZZ_CHECK(exported.ok());
   FUZZ_CHECK(exported->second == sent->ExportSafetensors());
-  FUZZ_CHECK(response.input_dim() == sent->input_dim() && response.classes() == sent->num_classes());
+  FUZZ_CHECK(response.input_dim() == sent->input_dim() &&
+             response.classes() == sent->num_classes());
   // Start every input from an empty store (as DeleteModel does: the registry forgets it too).
   FUZZ_CHECK(env->store->DeleteModel(response.name(), response.version()).ok());
   env->registry->Evict(response.name());
