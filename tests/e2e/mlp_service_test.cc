@@ -42,7 +42,6 @@ using google::protobuf::util::MessageDifferencer;
 constexpr char kTrain[] = "synthetic:rows=300,cols=12,classes=3,seed=1";
 constexpr char kTest[] = "synthetic:rows=90,cols=12,classes=3,seed=2";
 
-std::string TempDir(const std::string& name) { return e2e::ScratchPath("drfm_mlp_e2e", name); }
 using e2e::HttpGet;
 
 // /metrics once it contains `needle` (the job engine counts a job just after publishing its
@@ -106,37 +105,9 @@ std::string Weights(int count, float scale = 0.1f) {
   return Floats(values);
 }
 
-class MlpServiceTest : public ::testing::Test {
+class MlpServiceTest : public e2e::InProcessServerTest {
  protected:
-  void SetUp() override {
-    options_.listen = "127.0.0.1:0";
-    options_.metrics_listen = "127.0.0.1:0";
-    options_.data_dir = TempDir("server");
-    options_.workers = 1;
-    options_.threads_per_fit = 1;
-    StartServer();
-  }
-  void TearDown() override {
-    if (server_) server_->Shutdown(absl::Seconds(5));
-    server_.reset();
-    std::filesystem::remove_all(options_.data_dir);
-  }
-  void StartServer() {
-    absl::StatusOr<std::unique_ptr<DrfmServer>> server = DrfmServer::Start(options_);
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = *std::move(server);
-    grpc::ChannelArguments args;
-    args.SetMaxReceiveMessageSize(64 << 20);
-    channel_ = grpc::CreateCustomChannel("127.0.0.1:" + std::to_string(server_->port()),
-                                         grpc::InsecureChannelCredentials(), args);
-    jobs_ = v1::JobService::NewStub(channel_);
-    models_ = v1::ModelService::NewStub(channel_);
-  }
-  void RestartServer() {
-    server_->Shutdown(absl::ZeroDuration());
-    server_.reset();
-    StartServer();
-  }
+  void SetUp() override { StartFresh("drfm_mlp_e2e", 1); }
 
   grpc::Status SubmitMlp(const v1::SubmitMlpFitRequest& request, v1::Job* job) {
     grpc::ClientContext context;
@@ -276,12 +247,6 @@ class MlpServiceTest : public ::testing::Test {
     EXPECT_TRUE(status.ok()) << status.error_message();
     return response.models_size();
   }
-
-  ServerOptions options_;
-  std::unique_ptr<DrfmServer> server_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::JobService::Stub> jobs_;
-  std::unique_ptr<v1::ModelService::Stub> models_;
 };
 
 TEST_F(MlpServiceTest, TrainWatchPredictExportImportAndAnalyzeEndToEnd) {
@@ -537,7 +502,8 @@ TEST_F(MlpServiceTest, JobsQueuedOrRunningAcrossARestartCompleteWithoutDuplicate
   ASSERT_TRUE(before.back().has_network_report());
   const int64_t seen = before.back().sequence();
 
-  RestartServer();  // No drain: the fit is re-queued and starts over, the analysis stays queued.
+  // No drain: the fit is re-queued and starts over, the analysis stays queued.
+  RestartServer(absl::ZeroDuration());
   // The client retries its submission after the restart: the same job, not a second one.
   v1::Job retried;
   ASSERT_TRUE(SubmitMlp(fit, &retried).ok());
@@ -709,7 +675,7 @@ TEST_F(MlpServiceTest, EveryBadImportIsRefusedPreciselyAndNothingIsStored) {
 
 TEST_F(MlpServiceTest, EveryBadSubmissionGetsItsStatusCodeAndTheServerStaysUp) {
   options_.memory_budget_gb = 1;
-  RestartServer();
+  RestartServer(absl::ZeroDuration());
   // A Deep RFM model and an MLP to refer to.
   {
     v1::SubmitFitRequest rfm;

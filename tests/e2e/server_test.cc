@@ -26,36 +26,11 @@
 namespace drfm::server {
 namespace {
 
-std::string TempDir(const std::string& name) { return e2e::ScratchPath("drfm_e2e", name); }
 using e2e::HttpGet;
 
-class ServerTest : public ::testing::Test {
+class ServerTest : public e2e::InProcessServerTest {
  protected:
-  void SetUp() override {
-    options_.listen = "127.0.0.1:0";
-    options_.metrics_listen = "127.0.0.1:0";
-    options_.data_dir = TempDir("server");
-    options_.workers = 2;
-    options_.threads_per_fit = 1;
-    StartServer();
-  }
-  void TearDown() override {
-    if (server_) server_->Shutdown(absl::Seconds(5));
-    server_.reset();
-    std::filesystem::remove_all(options_.data_dir);
-  }
-  void StartServer() {
-    auto server = DrfmServer::Start(options_);
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = *std::move(server);
-    grpc::ChannelArguments args;
-    args.SetMaxReceiveMessageSize(64 << 20);
-    channel_ = grpc::CreateCustomChannel("127.0.0.1:" + std::to_string(server_->port()),
-                                         grpc::InsecureChannelCredentials(), args);
-    datasets_ = v1::DatasetService::NewStub(channel_);
-    jobs_ = v1::JobService::NewStub(channel_);
-    models_ = v1::ModelService::NewStub(channel_);
-  }
+  void SetUp() override { StartFresh("drfm_e2e", 2); }
 
   // Uploads `data` in chunks of `chunk` bytes; returns the status and the dataset.
   grpc::Status Upload(const core::Dataset& data, const std::string& name, size_t chunk, v1::Dataset* out,
@@ -109,13 +84,6 @@ class ServerTest : public ::testing::Test {
     request.mutable_config()->set_seed(3);
     return request;
   }
-
-  ServerOptions options_;
-  std::unique_ptr<DrfmServer> server_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::DatasetService::Stub> datasets_;
-  std::unique_ptr<v1::JobService::Stub> jobs_;
-  std::unique_ptr<v1::ModelService::Stub> models_;
 };
 
 core::Dataset SyntheticData(int64_t rows, int64_t cols, int classes, uint64_t seed) {
@@ -274,9 +242,7 @@ TEST_F(ServerTest, EveryBadInputGetsItsStatusCodeAndTheServerStaysUp) {
        }},
   };
   options_.memory_budget_gb = 1;  // applies on restart below
-  server_->Shutdown(absl::Seconds(1));
-  server_.reset();
-  StartServer();
+  RestartServer(absl::Seconds(1));
   for (const Case& c : cases) {
     grpc::Status s = c.call();
     EXPECT_EQ(s.error_code(), c.expected) << c.what << ": " << s.error_message();
@@ -375,9 +341,7 @@ TEST_F(ServerTest, RestartKeepsJobsEventsAndModels) {
   v1::Job job;
   ASSERT_TRUE(jobs_->SubmitFit(&context, request, &job).ok());
   const std::vector<v1::JobEvent> before = Watch(job.id());
-  server_->Shutdown(absl::Seconds(1));
-  server_.reset();
-  StartServer();
+  RestartServer(absl::Seconds(1));
   const std::vector<v1::JobEvent> after = Watch(job.id());
   ASSERT_EQ(after.size(), before.size());
   for (size_t i = 0; i < after.size(); ++i) EXPECT_EQ(after[i].SerializeAsString(), before[i].SerializeAsString());
@@ -436,9 +400,7 @@ TEST_F(ServerTest, HealthTurnsNotServingWhileDrainingAndSubmissionsAreRefused) {
 TEST_F(ServerTest, OversizedMessagesAndTooManyRowsAreRefused) {
   options_.max_message_bytes = 1 << 20;
   options_.max_predict_rows = 100;
-  server_->Shutdown(absl::Seconds(1));
-  server_.reset();
-  StartServer();
+  RestartServer(absl::Seconds(1));
   // A 2 MiB request against a 1 MiB limit: gRPC refuses it before any handler runs.
   v1::PredictRequest big;
   big.set_model("any");
