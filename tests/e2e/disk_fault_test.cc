@@ -212,6 +212,22 @@ class DiskFaultTest : public ::testing::Test {
     files_dir_ = files_dir;
   }
 
+  // A tmpfs of `bytes` at MountPoint() in a private mount namespace (tmpfs_), and a server whose
+  // data dir is on it; the launch options that start the server inside that namespace. The
+  // status says why the tmpfs cannot be made here (the test skips).
+  absl::StatusOr<ServerLaunch> NewServerOnTmpfs(int64_t bytes) {
+    fs::create_directories(MountPoint());
+    absl::StatusOr<std::unique_ptr<TmpfsNamespace>> tmpfs =
+        TmpfsNamespace::Create(MountPoint(), bytes);
+    if (!tmpfs.ok()) return tmpfs.status();
+    tmpfs_ = *std::move(tmpfs);
+    NewServer(MountPoint() + "/data", tmpfs_->Outside(MountPoint() + "/data"));
+    ServerLaunch launch;
+    launch.mount_namespace_fd = tmpfs_->ns_fd();
+    return launch;
+  }
+  std::string MountPoint() const { return dir_ + "/fs"; }
+
   void Start(const ServerLaunch& launch = {}) {
     if (server_ == nullptr) NewServer(data_dir_, data_dir_);
     absl::Status started;
@@ -370,19 +386,13 @@ void ExpectOutOfSpace(const absl::Status& status) {
 }
 
 TEST_F(DiskFaultTest, FullFileSystemRefusesWritesClearlyAndWorksAgainOnceSpaceIsFreed) {
-  const std::string mount_point = dir_ + "/fs";
-  fs::create_directories(mount_point);
-  absl::StatusOr<std::unique_ptr<TmpfsNamespace>> tmpfs =
-      TmpfsNamespace::Create(mount_point, 24 << 20);
-  if (!tmpfs.ok()) GTEST_SKIP() << tmpfs.status().message();
-  tmpfs_ = *std::move(tmpfs);
-  NewServer(mount_point + "/data", tmpfs_->Outside(mount_point + "/data"));
-  ServerLaunch launch;
-  launch.mount_namespace_fd = tmpfs_->ns_fd();
+  absl::StatusOr<ServerLaunch> on_tmpfs = NewServerOnTmpfs(24 << 20);
+  if (!on_tmpfs.ok()) GTEST_SKIP() << on_tmpfs.status().message();
+  const ServerLaunch launch = *on_tmpfs;
   ASSERT_NO_FATAL_FAILURE(Start(launch));
   ASSERT_NO_FATAL_FAILURE(StoreSomething());
 
-  const std::string filler = tmpfs_->Outside(mount_point + "/filler");
+  const std::string filler = tmpfs_->Outside(MountPoint() + "/filler");
   ASSERT_NO_FATAL_FAILURE(FillUp(filler));
   const std::map<std::string, std::string> files_before = Snapshot(files_dir_);
 
@@ -601,15 +611,9 @@ TEST_F(DiskFaultTest, ReadOnlyDataDirIsRefusedAtStartupAndWritesFailWhileRunning
 }
 
 TEST_F(DiskFaultTest, ReadOnlyMountIsRefusedAtStartup) {
-  const std::string mount_point = dir_ + "/fs";
-  fs::create_directories(mount_point);
-  absl::StatusOr<std::unique_ptr<TmpfsNamespace>> tmpfs =
-      TmpfsNamespace::Create(mount_point, 16 << 20);
-  if (!tmpfs.ok()) GTEST_SKIP() << tmpfs.status().message();
-  tmpfs_ = *std::move(tmpfs);
-  NewServer(mount_point + "/data", tmpfs_->Outside(mount_point + "/data"));
-  ServerLaunch launch;
-  launch.mount_namespace_fd = tmpfs_->ns_fd();
+  absl::StatusOr<ServerLaunch> on_tmpfs = NewServerOnTmpfs(16 << 20);
+  if (!on_tmpfs.ok()) GTEST_SKIP() << on_tmpfs.status().message();
+  const ServerLaunch launch = *on_tmpfs;
   ASSERT_NO_FATAL_FAILURE(Start(launch));
   ASSERT_NO_FATAL_FAILURE(StoreSomething());
   ASSERT_NO_FATAL_FAILURE(StopCleanly());
