@@ -173,6 +173,22 @@ def _slice(dataset, limit=0, offset=0):
     return common_pb2.DatasetSlice(dataset=dataset, limit=limit or 0, offset=offset or 0)
 
 
+def _submission(request_type, config_name, train, test, train_limit, train_offset, test_limit,
+                test_offset, model_name, request_id, priority, labels, config, config_fields):
+    """A SubmitFitRequest or SubmitMlpFitRequest (`request_type`) with its slices, bookkeeping
+    and config (`config`, then the `config_fields` keywords of the `config_name` message)."""
+    request = request_type(train=_slice(train, train_limit, train_offset), model_name=model_name,
+                           request_id=request_id, priority=priority)
+    if test is not None:
+        request.test.CopyFrom(_slice(test, test_limit, test_offset))
+    if config is not None:
+        request.config.CopyFrom(config)
+    _set_fields(request.config, config_fields, config_name)
+    for key, value in (labels or {}).items():
+        request.labels[key] = value
+    return request
+
+
 def _encode_varint(value):
     out = bytearray()
     while True:
@@ -303,17 +319,9 @@ class Client:
         """The SubmitFitRequest of `fit`. `train` / `test`: a dataset id or name, a Dataset or a
         DatasetSlice. Config: a FitConfig, and/or FitConfig fields as keywords (layers=2,
         kernel="gaussian", width=64, seed=1, ...); unset fields take the server's defaults."""
-        request = jobs_pb2.SubmitFitRequest(train=_slice(train, train_limit, train_offset),
-                                            model_name=model_name, request_id=request_id,
-                                            priority=priority)
-        if test is not None:
-            request.test.CopyFrom(_slice(test, test_limit, test_offset))
-        if config is not None:
-            request.config.CopyFrom(config)
-        _set_fields(request.config, config_fields, "FitConfig")
-        for key, value in (labels or {}).items():
-            request.labels[key] = value
-        return request
+        return _submission(jobs_pb2.SubmitFitRequest, "FitConfig", train, test, train_limit,
+                           train_offset, test_limit, test_offset, model_name, request_id,
+                           priority, labels, config, config_fields)
 
     def fit(self, train, test=None, **kwargs):
         """Submits a Deep RFM fit (arguments as fit_request); returns the queued Job."""
@@ -329,17 +337,9 @@ class Client:
         """The SubmitMlpFitRequest of `mlp_fit`: as fit_request, with MlpConfig fields as keywords
         (depth=2, width=64, init_gain=0.1, learning_rate=1e-3, epochs=40, batch_size=128,
         measure_every=10, seed=1, ...); unset fields take the server's defaults (DNN.md)."""
-        request = jobs_pb2.SubmitMlpFitRequest(train=_slice(train, train_limit, train_offset),
-                                               model_name=model_name, request_id=request_id,
-                                               priority=priority)
-        if test is not None:
-            request.test.CopyFrom(_slice(test, test_limit, test_offset))
-        if config is not None:
-            request.config.CopyFrom(config)
-        _set_fields(request.config, config_fields, "MlpConfig")
-        for key, value in (labels or {}).items():
-            request.labels[key] = value
-        return request
+        return _submission(jobs_pb2.SubmitMlpFitRequest, "MlpConfig", train, test, train_limit,
+                           train_offset, test_limit, test_offset, model_name, request_id,
+                           priority, labels, config, config_fields)
 
     def mlp_fit(self, train, test=None, **kwargs):
         """Submits an MLP fit (arguments as mlp_request); returns the queued Job. Its events

@@ -131,6 +131,20 @@ def basic_checks(client, work_dir):
     expect_error(grpc.StatusCode.NOT_FOUND, lambda: list(client.watch("0123456789abcdef")))
     done = client.get_job(job.id)
     check(done.state == Job.SUCCEEDED and len(done.reports) == 3, "the final Job has 3 reports")
+
+    # An MLP fit through mlp_fit: its request carries the slices, bookkeeping and MlpConfig
+    # keywords, and it streams one NetworkReport per measurement.
+    request = client.mlp_request(first.id, test=first.id, test_limit=60, depth=1, width=16, epochs=4,
+                                 measure_every=2, seed=3, model_name="py-mlp", request_id="py-mlp-1",
+                                 labels={"who": "py"})
+    check(request.train.dataset == first.id and request.test.limit == 60 and request.config.depth == 1
+          and request.config.epochs == 4 and request.model_name == "py-mlp" and request.labels["who"] == "py",
+          "mlp_request sets the slices, the MlpConfig keywords and the bookkeeping")
+    expect_error(grpc.StatusCode.INVALID_ARGUMENT, client.mlp_fit, first.id, depth=0)
+    mlp = client.wait(client.mlp_fit(first.id, test=first.id, test_limit=60, depth=1, width=16, epochs=4,
+                                     measure_every=2, seed=3, model_name="py-mlp").id)
+    check(mlp.state == Job.SUCCEEDED and [r.epoch for r in mlp.network_reports] == [0, 2, 4],
+          "the MLP job succeeds with measurements at epochs 0, 2 and 4")
     check(any(j.id == job.id for j in client.list_jobs(state="succeeded")), "list_jobs(state=succeeded) has it")
 
     # Predict: unary and streamed batches agree; the readout's test accuracy is reproduced.
