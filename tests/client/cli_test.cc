@@ -22,6 +22,7 @@
 #include "client/render.h"
 #include "gtest/gtest.h"
 #include "tests/client/fake_server.h"
+#include "tests/text_util.h"
 
 namespace drfm::client {
 namespace {
@@ -806,20 +807,8 @@ void ScriptNetworkJob(FakeServer& server, int depth, int measurements, bool anal
   server.jobs.SetJob(job, events);
 }
 
-// The lines of `text` that start with `prefix`.
-std::vector<std::string> LinesStartingWith(const std::string& text, const std::string& prefix) {
-  std::vector<std::string> lines;
-  for (absl::string_view line : absl::StrSplit(text, '\n')) {
-    if (absl::StartsWith(line, prefix)) lines.emplace_back(line);
-  }
-  return lines;
-}
-
-size_t Count(const std::string& text, const std::string& needle) {
-  size_t n = 0;
-  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
-  return n;
-}
+using test::Count;
+using test::LinesStartingWith;
 
 TEST(CliTest, MlpWatchesEveryMeasurementAndWritesThePlot) {
   FakeServer server;

@@ -25,6 +25,7 @@
 #include "drfm/v1/jobs.pb.h"
 #include "drfm/v1/models.pb.h"
 #include "tests/e2e/cli_e2e.h"
+#include "tests/text_util.h"
 
 namespace drfm {
 namespace {
@@ -58,20 +59,8 @@ class CliMlpE2eTest : public e2e::CliE2eTest {
   }
 };
 
-// The lines of `text` that start with `prefix`.
-std::vector<std::string> LinesStartingWith(const std::string& text, const std::string& prefix) {
-  std::vector<std::string> lines;
-  for (absl::string_view line : absl::StrSplit(text, '\n')) {
-    if (absl::StartsWith(line, prefix)) lines.emplace_back(line);
-  }
-  return lines;
-}
-
-size_t Count(const std::string& text, const std::string& needle) {
-  size_t n = 0;
-  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
-  return n;
-}
+using test::Count;
+using test::LinesStartingWith;
 
 // The values of the polyline whose data-series is `series` (as "x,y" pixel pairs).
 std::vector<std::string> SeriesPoints(const std::string& svg, const std::string& series) {
