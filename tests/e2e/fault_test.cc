@@ -96,6 +96,16 @@ constexpr int kDefaultRounds = 24;
 // What the client knows about a write.
 enum class Expect { kPresent, kAbsent, kEither };
 
+// The keys of a ledger (a map to entries with an `expect`) whose entries are kPresent.
+template <typename Ledger>
+std::vector<typename Ledger::key_type> Present(const Ledger& ledger) {
+  std::vector<typename Ledger::key_type> keys;
+  for (const auto& [key, entry] : ledger) {
+    if (entry.expect == Expect::kPresent) keys.push_back(key);
+  }
+  return keys;
+}
+
 uint64_t EnvOr(const char* name, uint64_t fallback) {
   const char* value = std::getenv(name);
   uint64_t parsed = 0;
@@ -587,10 +597,7 @@ class FaultTest : public ::testing::Test {
       std::pair<std::string, int64_t> pick;
       {
         absl::MutexLock lock(&mu_);
-        std::vector<std::pair<std::string, int64_t>> present;
-        for (const auto& [key, entry] : models_known_) {
-          if (entry.expect == Expect::kPresent) present.push_back(key);
-        }
+        const auto present = Present(models_known_);
         if (present.empty()) return;
         pick = present[rng() % present.size()];
       }
@@ -716,10 +723,7 @@ class FaultTest : public ::testing::Test {
         std::pair<std::string, int64_t> key;
         {
           absl::MutexLock lock(&mu_);
-          std::vector<std::pair<std::string, int64_t>> present;
-          for (const auto& [k, entry] : models_known_) {
-            if (entry.expect == Expect::kPresent) present.push_back(k);
-          }
+          const auto present = Present(models_known_);
           if (present.empty()) continue;
           key = present[rng() % present.size()];
           models_known_[key].expect = Expect::kEither;
@@ -735,10 +739,7 @@ class FaultTest : public ::testing::Test {
         std::string name;
         {
           absl::MutexLock lock(&mu_);
-          std::vector<std::string> present;
-          for (const auto& [n, entry] : datasets_known_) {
-            if (entry.expect == Expect::kPresent) present.push_back(n);
-          }
+          const auto present = Present(datasets_known_);
           if (present.size() < 3) continue;  // keep some for fits
           name = present[rng() % present.size()];
           datasets_known_[name].expect = Expect::kEither;
@@ -1005,9 +1006,7 @@ class FaultTest : public ::testing::Test {
     std::vector<std::pair<std::string, int64_t>> present;
     {
       absl::MutexLock lock(&mu_);
-      for (const auto& [key, entry] : models_known_) {
-        if (entry.expect == Expect::kPresent) present.push_back(key);
-      }
+      present = Present(models_known_);
     }
     for (const auto& [name, version] : present) {
       EXPECT_TRUE(Predict(models_.get(), name, version)) << name << " v" << version;
