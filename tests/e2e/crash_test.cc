@@ -122,12 +122,7 @@ class CrashTest : public ::testing::Test {
     server_ = std::make_unique<ServerProcess>(data_dir_, dir_ + "/server.log");
     // Probe rows for predictions: from a mixture the models never saw, so labels are whatever
     // each model says; rows near a decision boundary are compared loosely (ModelEntry::decisive).
-    core::SyntheticSpec spec;
-    spec.rows = kProbeRows;
-    spec.cols = kCols;
-    spec.classes = kClasses;
-    spec.seed = 999;
-    const core::Dataset probe = *core::MakeSynthetic(spec);
+    const core::Dataset probe = e2e::Synthetic(kProbeRows, kCols, kClasses, 999);
     probe_ = Bytes(probe.features.data(), probe.features.size() * 4);
     watch_canceller_ = std::make_unique<client::Canceller>();
   }
@@ -177,12 +172,7 @@ class CrashTest : public ::testing::Test {
   UploadOutcome Upload(const std::string& name, uint64_t seed, bool deletable,
                        bool corrupt_hash = false, size_t stop_after_bytes = 0,
                        const std::function<void()>& midway = nullptr) {
-    core::SyntheticSpec spec;
-    spec.rows = kRows;
-    spec.cols = kCols;
-    spec.classes = kClasses;
-    spec.seed = seed;
-    const core::Dataset data = *core::MakeSynthetic(spec);
+    const core::Dataset data = e2e::Synthetic(kRows, kCols, kClasses, seed);
     const std::string payload = Bytes(data.features.data(), data.features.size() * 4) +
                                 Bytes(data.labels.data(), data.labels.size() * 4);
     const size_t feature_bytes = data.features.size() * 4;

@@ -52,12 +52,7 @@ constexpr int64_t kCols = 32;
 constexpr int kClasses = 3;
 
 core::Dataset Synthetic(int64_t rows, int64_t cols, uint64_t seed) {
-  core::SyntheticSpec spec;
-  spec.rows = rows;
-  spec.cols = cols;
-  spec.classes = kClasses;
-  spec.seed = seed;
-  return *core::MakeSynthetic(spec);
+  return e2e::Synthetic(rows, cols, kClasses, seed);
 }
 
 // A child process that holds a private mount namespace with a tmpfs of `bytes` mounted at `dir`.

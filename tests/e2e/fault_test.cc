@@ -331,12 +331,7 @@ class FaultTest : public ::testing::Test {
     fs::create_directories(dir_);
     data_dir_ = dir_ + "/data";
     server_ = std::make_unique<ServerProcess>(data_dir_, dir_ + "/server.log");
-    core::SyntheticSpec spec;
-    spec.rows = kProbeRows;
-    spec.cols = kCols;
-    spec.classes = kClasses;
-    spec.seed = 4242;
-    const core::Dataset probe = *core::MakeSynthetic(spec);
+    const core::Dataset probe = e2e::Synthetic(kProbeRows, kCols, kClasses, 4242);
     probe_ = Bytes(probe.features.data(), probe.features.size() * 4);
   }
 
@@ -410,12 +405,7 @@ class FaultTest : public ::testing::Test {
   // Returns false when the server is gone.
   bool Upload(v1::DatasetService::Stub* stub, const std::string& name, uint64_t seed, int64_t rows,
               int abandon) {
-    core::SyntheticSpec spec;
-    spec.rows = rows;
-    spec.cols = kCols;
-    spec.classes = kClasses;
-    spec.seed = seed;
-    const core::Dataset data = *core::MakeSynthetic(spec);
+    const core::Dataset data = e2e::Synthetic(rows, kCols, kClasses, seed);
     const size_t feature_bytes = data.features.size() * 4;
     const std::string payload = Bytes(data.features.data(), feature_bytes) +
                                 Bytes(data.labels.data(), data.labels.size() * 4);
