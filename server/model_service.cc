@@ -57,10 +57,7 @@ grpc::Status ModelServiceImpl::DeleteModel(grpc::ServerContext*, const v1::Delet
   }
   absl::Status s = store_->DeleteModel(request->name(), request->has_version() ? request->version() : 0);
   registry_->Evict(request->name());
-  if (metrics_ != nullptr && s.ok()) {
-    absl::StatusOr<StoreStats> stats = store_->Stats();
-    if (stats.ok()) metrics_->SetStoreStats(stats->models, stats->dataset_bytes + stats->model_bytes + stats->database_bytes);
-  }
+  // drfm_models_stored and drfm_store_bytes are read from the store at every scrape (server.cc).
   return ToGrpcStatus(s);
 }
 
@@ -163,10 +160,6 @@ grpc::Status ModelServiceImpl::ImportModel(grpc::ServerContext* context,
   }
   absl::StatusOr<v1::Model> model = registry_->Import(header, bytes);
   if (!model.ok()) return ToGrpcStatus(model.status());
-  if (metrics_ != nullptr) {
-    absl::StatusOr<StoreStats> stats = store_->Stats();
-    if (stats.ok()) metrics_->SetStoreStats(stats->models, stats->dataset_bytes + stats->model_bytes + stats->database_bytes);
-  }
   *response = *std::move(model);
   return grpc::Status::OK;
 }
