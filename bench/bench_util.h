@@ -5,19 +5,15 @@
 #define DRFM_BENCH_BENCH_UTIL_H_
 
 #include <algorithm>
-#include <chrono>
 #include <fstream>
 #include <string>
 
 #include <Eigen/Core>
 
+#include "bench/stats.h"
 #include "core/types.h"
 
 namespace drfm::bench {
-
-inline double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 // Best of `reps` runs of an (m x k) * (k x n) float32 product, in flop/s.
 inline double GemmRate(int m, int k, int n, int reps) {

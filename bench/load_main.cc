@@ -54,6 +54,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "bench/stats.h"
 #include "client/client.h"
 #include "drfm/v1/jobs.pb.h"
 #include "drfm/v1/models.pb.h"
@@ -91,12 +92,7 @@ struct Flags {
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
-// Nearest-rank quantile q of sorted `v` (0 when empty).
-double Quantile(const std::vector<double>& sorted, double q) {
-  if (sorted.empty()) return 0;
-  const size_t rank = static_cast<size_t>(std::ceil(q * static_cast<double>(sorted.size())));
-  return sorted[std::min(sorted.size() - 1, rank == 0 ? 0 : rank - 1)];
-}
+using drfm::bench::Quantile;
 
 // What happened to one kind of call during the measured window. One per thread and kind, merged
 // at the end, so recording takes no lock.

@@ -29,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/stats.h"
 #include "core/fit.h"
 #include "core/io.h"
 #include "core/model.h"
@@ -42,17 +43,8 @@ namespace {
 namespace fs = std::filesystem;
 using drfm::core::RowMatrixF;
 
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-// Quantile q of `v` (nearest rank), in the units of v.
-double Quantile(std::vector<double> v, double q) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const size_t i = std::min(v.size() - 1, static_cast<size_t>(q * static_cast<double>(v.size())));
-  return v[i];
-}
+using drfm::bench::Now;
+using drfm::bench::QuantileOf;
 
 double Sum(const std::vector<double>& v) {
   double s = 0;
@@ -307,18 +299,18 @@ int main(int argc, char** argv) {
   std::printf("\n(a) single-row latency, %d calls each, interleaved\n", single_calls);
   std::printf("  %-34s %10s %10s %10s\n", "", "p50 us", "p99 us", "mean us");
   auto line = [&](const char* what, const std::vector<double>& v) {
-    std::printf("  %-34s %10.1f %10.1f %10.1f\n", what, Quantile(v, 0.5) * us,
-                Quantile(v, 0.99) * us, Sum(v) / v.size() * us);
+    std::printf("  %-34s %10.1f %10.1f %10.1f\n", what, QuantileOf(v, 0.5) * us,
+                QuantileOf(v, 0.99) * us, Sum(v) / v.size() * us);
   };
   line("Predict RPC (1 row)", rpc1);
   line("empty RPC (health Check)", empty);
   line("core DeepRfmModel::Predict (1 row)", core1);
-  const double p50_overhead = Quantile(rpc1, 0.5) - Quantile(core1, 0.5);
-  const double p50_beyond = p50_overhead - Quantile(empty, 0.5);
+  const double p50_overhead = QuantileOf(rpc1, 0.5) - QuantileOf(core1, 0.5);
+  const double p50_beyond = p50_overhead - QuantileOf(empty, 0.5);
   std::printf(
       "  service overhead at p50 (RPC - core):           %8.1f us = %.2f x the empty RPC's round "
       "trip\n",
-      p50_overhead * us, p50_overhead / Quantile(empty, 0.5));
+      p50_overhead * us, p50_overhead / QuantileOf(empty, 0.5));
   std::printf(
       "  beyond an empty RPC (RPC - core - empty), p50:  %8.1f us (validation, model lookup, "
       "copies)\n",
@@ -331,19 +323,19 @@ int main(int argc, char** argv) {
   const double core_total = Sum(core_batch), rpc_total = Sum(rpc_batch);
   const double rows_total = static_cast<double>(batches * batch_count);
   std::printf("  %-34s %10s %10s %12s\n", "", "p50 ms", "mean ms", "rows/s");
-  std::printf("  %-34s %10.2f %10.2f %12.0f\n", "Predict RPC", Quantile(rpc_batch, 0.5) * ms,
+  std::printf("  %-34s %10.2f %10.2f %12.0f\n", "Predict RPC", QuantileOf(rpc_batch, 0.5) * ms,
               rpc_total / batches * ms, rows_total / rpc_total);
   std::printf("  %-34s %10.2f %10.2f %12.0f\n", "core DeepRfmModel::Predict",
-              Quantile(core_batch, 0.5) * ms, core_total / batches * ms, rows_total / core_total);
+              QuantileOf(core_batch, 0.5) * ms, core_total / batches * ms, rows_total / core_total);
   std::printf("  %-34s %10.2f %10.2f\n", "same request, missing model",
-              Quantile(transport_batch, 0.5) * ms, Sum(transport_batch) / batches * ms);
+              QuantileOf(transport_batch, 0.5) * ms, Sum(transport_batch) / batches * ms);
   std::vector<double> ratio;
   for (size_t i = 0; i < rpc_batch.size(); ++i)
     ratio.push_back((rpc_batch[i] - core_batch[i]) / core_batch[i]);
   std::printf(
       "  service overhead (service - core) / core: total %.1f%%, median of per-batch ratios %.1f%% "
       "(goal < 10%%)\n",
-      100 * (rpc_total - core_total) / core_total, 100 * Quantile(ratio, 0.5));
+      100 * (rpc_total - core_total) / core_total, 100 * QuantileOf(ratio, 0.5));
   std::printf(
       "  of which moving and parsing the request (missing-model round trip / core): %.1f%%\n",
       100 * Sum(transport_batch) / core_total);
