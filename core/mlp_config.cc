@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/json_number.h"
 
 namespace drfm::core {
 namespace {
@@ -74,31 +75,13 @@ absl::StatusOr<MlpConfig> MlpConfigFromJson(std::string_view json) {
   }
   MlpConfig c;
   try {
-    // Integers must be integers: nlohmann would silently truncate 2.5 to 2.
-    auto get_int = [&j](const char* key, int* out) -> absl::Status {
-      auto it = j.find(key);
-      if (it == j.end()) return absl::OkStatus();
-      if (!it->is_number_integer()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("MLP config field ", key, " must be an integer"));
-      }
-      const int64_t v = it->get<int64_t>();
-      if (v < INT32_MIN || v > INT32_MAX) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("MLP config field ", key, " is out of range"));
-      }
-      *out = static_cast<int>(v);
-      return absl::OkStatus();
+    // Integers must be integers in range: nlohmann would silently truncate 2.5 to 2.
+    constexpr char kField[] = "MLP config field ";
+    auto get_int = [&j, &kField](const char* key, int* out) {
+      return ReadNumber(j, kField, key, out);
     };
-    auto get_double = [&j](const char* key, double* out) -> absl::Status {
-      auto it = j.find(key);
-      if (it == j.end()) return absl::OkStatus();
-      if (!it->is_number()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("MLP config field ", key, " must be a number"));
-      }
-      *out = it->get<double>();
-      return absl::OkStatus();
+    auto get_double = [&j, &kField](const char* key, double* out) {
+      return ReadNumber(j, kField, key, out);
     };
     auto get_bool = [&j](const char* key, bool* out) -> absl::Status {
       auto it = j.find(key);
@@ -118,12 +101,7 @@ absl::StatusOr<MlpConfig> MlpConfigFromJson(std::string_view json) {
           get_bool("standardize", &c.standardize), get_bool("row_normalize", &c.row_normalize)}) {
       if (!s.ok()) return s;
     }
-    if (auto it = j.find("seed"); it != j.end()) {
-      if (!it->is_number_unsigned()) {
-        return absl::InvalidArgumentError("MLP config field seed must be a non-negative integer");
-      }
-      c.seed = it->get<uint64_t>();
-    }
+    if (absl::Status s = ReadNumber(j, kField, "seed", &c.seed); !s.ok()) return s;
   } catch (const Json::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat("MLP config JSON is malformed: ", e.what()));
   }
