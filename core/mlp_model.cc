@@ -1,6 +1,5 @@
 #include "core/mlp_model.h"
 
-#include <zlib.h>
 
 #include <algorithm>
 #include <cmath>
@@ -12,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "core/checksum.h"
 #include "core/kernels.h"
 #include "core/status.h"
 
@@ -31,20 +31,6 @@ std::string WeightName(size_t index) { return absl::StrCat("layers.", index, ".w
 
 std::string ShapeString(const std::vector<uint64_t>& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
-}
-
-void AppendU32(std::string* s, uint32_t v) { s->append(reinterpret_cast<const char*>(&v), 4); }
-void AppendU64(std::string* s, uint64_t v) { s->append(reinterpret_cast<const char*>(&v), 8); }
-
-uint32_t Crc32(std::string_view bytes) {
-  uLong crc = crc32(0L, Z_NULL, 0);
-  size_t off = 0;
-  while (off < bytes.size()) {
-    const uInt len = static_cast<uInt>(std::min<size_t>(bytes.size() - off, 1u << 30));
-    crc = crc32(crc, reinterpret_cast<const Bytef*>(bytes.data() + off), len);
-    off += len;
-  }
-  return static_cast<uint32_t>(crc);
 }
 
 // First non-finite entry of `m`, as "[r, c]" text, or empty when all are finite.

@@ -5,10 +5,10 @@
 #include <cstring>
 
 #include <nlohmann/json.hpp>
-#include <zlib.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/checksum.h"
 #include "core/json_number.h"
 #include "core/status.h"
 
@@ -61,20 +61,6 @@ std::vector<TensorView> CollectTensors(const ModelParams<T>& p) {
   add_matrix("readout.x", p.readout_x);
   add_matrix("readout.alpha", p.readout_alpha);
   return out;
-}
-
-void AppendU32(std::string* s, uint32_t v) { s->append(reinterpret_cast<const char*>(&v), 4); }
-void AppendU64(std::string* s, uint64_t v) { s->append(reinterpret_cast<const char*>(&v), 8); }
-
-uint32_t Crc32(std::string_view bytes) {
-  uLong crc = crc32(0L, Z_NULL, 0);
-  size_t off = 0;
-  while (off < bytes.size()) {
-    const uInt len = static_cast<uInt>(std::min<size_t>(bytes.size() - off, 1u << 30));
-    crc = crc32(crc, reinterpret_cast<const Bytef*>(bytes.data() + off), len);
-    off += len;
-  }
-  return static_cast<uint32_t>(crc);
 }
 
 // The tensor `name` of the header's tensor table, of shape rows x cols (-1 = any; a 1-D shape is

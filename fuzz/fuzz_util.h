@@ -16,6 +16,8 @@
 #include <string_view>
 #include <utility>
 
+#include "core/checksum.h"
+
 // Aborts (a libFuzzer finding) when a property of the code under test does not hold.
 #define FUZZ_CHECK(cond)                                                                 \
   do {                                                                                   \
@@ -58,19 +60,10 @@ inline std::string GzipCompress(std::string_view bytes, int level) {
   return out;
 }
 
-// Little-endian fixed-width integers, as the model formats store them.
-inline void AppendU32(std::string* s, uint32_t v) {
-  for (int i = 0; i < 4; ++i) s->push_back(static_cast<char>(v >> (8 * i)));
-}
-inline void AppendU64(std::string* s, uint64_t v) {
-  for (int i = 0; i < 8; ++i) s->push_back(static_cast<char>(v >> (8 * i)));
-}
-
-// zlib's CRC-32 of `bytes`, the checksum both model formats end with.
-inline uint32_t Crc32(std::string_view bytes) {
-  return static_cast<uint32_t>(
-      crc32(0L, reinterpret_cast<const Bytef*>(bytes.data()), static_cast<uInt>(bytes.size())));
-}
+// The model formats' framing: little-endian integers and the CRC-32 they end with.
+using core::AppendU32;
+using core::AppendU64;
+using core::Crc32;
 
 // How model_fuzz turns an input into a native Deep RFM model file (core/model.h). The first byte
 // picks the mode (byte % 3); the checksum at the end would make almost every mutation fail
