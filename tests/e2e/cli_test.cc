@@ -40,6 +40,7 @@
 #include "server/hash.h"
 #include "server/server.h"
 #include "tests/e2e/cli_e2e.h"
+#include "tests/e2e/e2e_util.h"
 
 namespace drfm {
 namespace {
@@ -154,15 +155,7 @@ std::string IdxLabels(const std::vector<int32_t>& labels) {
   return out;
 }
 
-
-core::Dataset Synthetic(int64_t rows, int64_t cols, int classes, uint64_t seed) {
-  core::SyntheticSpec spec;
-  spec.rows = rows;
-  spec.cols = cols;
-  spec.classes = classes;
-  spec.seed = seed;
-  return *core::MakeSynthetic(spec);
-}
+using e2e::Synthetic;
 
 std::string ContentHash(const core::Dataset& d) {
   return server::Sha256Hex(Bytes(d.features.data(), static_cast<size_t>(d.features.size()) * 4) +

@@ -19,6 +19,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "core/dataset.h"
 #include "drfm/v1/datasets.grpc.pb.h"
 #include "drfm/v1/jobs.grpc.pb.h"
 #include "drfm/v1/models.grpc.pb.h"
@@ -34,6 +35,16 @@ inline std::string ScratchPath(const std::string& prefix, const std::string& nam
       absl::StrCat(::testing::TempDir(), "/", prefix, "_", name, "_", getpid(), "_", counter++);
   std::filesystem::remove_all(dir);
   return dir;
+}
+
+// A seeded Gaussian-mixture dataset (core::MakeSynthetic).
+inline core::Dataset Synthetic(int64_t rows, int64_t cols, int classes, uint64_t seed) {
+  core::SyntheticSpec spec;
+  spec.rows = rows;
+  spec.cols = cols;
+  spec.classes = classes;
+  spec.seed = seed;
+  return *core::MakeSynthetic(spec);
 }
 
 // Plain HTTP/1.0 GET on 127.0.0.1:port; returns the body ("" on failure).

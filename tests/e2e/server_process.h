@@ -37,11 +37,11 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/client.h"
-#include "core/dataset.h"
 #include "drfm/v1/datasets.grpc.pb.h"
 #include "drfm/v1/jobs.grpc.pb.h"
 #include "drfm/v1/models.grpc.pb.h"
 #include "server/hash.h"
+#include "tests/e2e/e2e_util.h"
 
 namespace drfm::e2e {
 
@@ -92,16 +92,6 @@ inline absl::Status ToAbsl(const grpc::Status& status) {
 
 inline std::string Bytes(const void* data, size_t size) {
   return std::string(static_cast<const char*>(data), size);
-}
-
-// A seeded Gaussian-mixture dataset (core::MakeSynthetic).
-inline core::Dataset Synthetic(int64_t rows, int64_t cols, int classes, uint64_t seed) {
-  core::SyntheticSpec spec;
-  spec.rows = rows;
-  spec.cols = cols;
-  spec.classes = classes;
-  spec.seed = seed;
-  return *core::MakeSynthetic(spec);
 }
 
 // Temporary files anywhere under `dir`.

@@ -86,17 +86,9 @@ class ServerTest : public e2e::InProcessServerTest {
   }
 };
 
-core::Dataset SyntheticData(int64_t rows, int64_t cols, int classes, uint64_t seed) {
-  core::SyntheticSpec spec;
-  spec.rows = rows;
-  spec.cols = cols;
-  spec.classes = classes;
-  spec.seed = seed;
-  return *core::MakeSynthetic(spec);
-}
 
 TEST_F(ServerTest, UploadFitWatchAndPredictEndToEnd) {
-  const core::Dataset data = SyntheticData(300, 12, 3, 1);
+  const core::Dataset data = e2e::Synthetic(300, 12, 3, 1);
   v1::Dataset stored;
   ASSERT_TRUE(Upload(data, "blobs", 1000, &stored).ok());  // chunks split float values
   EXPECT_EQ(stored.rows(), 300);
@@ -255,7 +247,7 @@ TEST_F(ServerTest, EveryBadInputGetsItsStatusCodeAndTheServerStaysUp) {
 }
 
 TEST_F(ServerTest, UploadRejectsCorruptPayloadsAndDeduplicates) {
-  core::Dataset data = SyntheticData(40, 5, 2, 4);
+  core::Dataset data = e2e::Synthetic(40, 5, 2, 4);
   v1::Dataset first, second;
   ASSERT_TRUE(Upload(data, "twice", 64, &first).ok());
   ASSERT_TRUE(Upload(data, "twice", 17, &second).ok());
@@ -290,7 +282,7 @@ TEST_F(ServerTest, UploadRejectsCorruptPayloadsAndDeduplicates) {
 }
 
 TEST_F(ServerTest, EightConcurrentClientsSubmitWatchAndPredict) {
-  const core::Dataset data = SyntheticData(120, 6, 3, 5);
+  const core::Dataset data = e2e::Synthetic(120, 6, 3, 5);
   v1::Dataset stored;
   ASSERT_TRUE(Upload(data, "shared", 4096, &stored).ok());
   std::atomic<int> failures{0};
